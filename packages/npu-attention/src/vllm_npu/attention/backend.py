@@ -1,0 +1,193 @@
+"""``NPUAttentionBackend``: paged attention over vLLM's KV cache, through our kernels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from vllm.config import VllmConfig
+from vllm.v1.attention.backend import (
+    AttentionBackend,
+    AttentionImpl,
+    AttentionMetadataBuilder,
+    AttentionType,
+    CommonAttentionMetadata,
+)
+from vllm.v1.kv_cache_interface import AttentionSpec
+
+from vllm_npu.attention.kernels import AttentionKernels, get_kernels
+
+KERNELS_BY_DEVICE_BACKEND = {"host": "reference", "ascend": "ascend"}
+
+
+def kernels_for_current_device() -> AttentionKernels:
+    """The kernel set of the platform's device backend."""
+    from vllm.platforms import current_platform
+
+    device_backend = getattr(current_platform, "backend", None)
+    name = getattr(device_backend, "name", "host")
+    return get_kernels(KERNELS_BY_DEVICE_BACKEND.get(name, "reference"))
+
+
+class NPUAttentionBackend(AttentionBackend):
+    """Decoder self-attention with a paged KV cache, GQA/MQA, sliding window, soft-cap."""
+
+    forward_includes_kv_cache_update: bool = False
+    supported_dtypes: ClassVar[list[torch.dtype]] = [
+        torch.float16,
+        torch.bfloat16,
+        torch.float32,
+    ]
+    supported_kv_cache_dtypes: ClassVar[list[Any]] = ["auto"]
+
+    @staticmethod
+    def get_name() -> str:
+        # Out-of-tree backends occupy vLLM's CUSTOM slot.
+        return "CUSTOM"
+
+    @staticmethod
+    def get_impl_cls() -> type[NPUAttentionImpl]:
+        return NPUAttentionImpl
+
+    @staticmethod
+    def get_builder_cls() -> type[NPUAttentionMetadataBuilder]:
+        return NPUAttentionMetadataBuilder
+
+    @classmethod
+    def supports_sliding_window(cls) -> bool:
+        return True
+
+    @classmethod
+    def supports_attn_type(cls, attn_type: str) -> bool:
+        return attn_type == AttentionType.DECODER
+
+
+@dataclass
+class NPUAttentionMetadata:
+    """What one forward step's attention needs, shared by all layers of a group."""
+
+    num_actual_tokens: int
+    max_query_len: int
+    max_seq_len: int
+    query_start_loc: torch.Tensor
+    seq_lens: torch.Tensor
+    block_table: torch.Tensor
+    slot_mapping: torch.Tensor
+
+
+class NPUAttentionMetadataBuilder(AttentionMetadataBuilder[NPUAttentionMetadata]):
+    """Turns vLLM's common metadata into ours; nothing is copied."""
+
+    def __init__(
+        self,
+        kv_cache_spec: AttentionSpec,
+        layer_names: list[str],
+        vllm_config: VllmConfig,
+        device: torch.device,
+    ) -> None:
+        super().__init__(kv_cache_spec, layer_names, vllm_config, device)
+
+    def build(
+        self,
+        common_prefix_len: int,
+        common_attn_metadata: CommonAttentionMetadata,
+        fast_build: bool = False,
+    ) -> NPUAttentionMetadata:
+        common = common_attn_metadata
+        return NPUAttentionMetadata(
+            num_actual_tokens=common.num_actual_tokens,
+            max_query_len=common.max_query_len,
+            max_seq_len=common.max_seq_len,
+            query_start_loc=common.query_start_loc,
+            seq_lens=common.seq_lens,
+            block_table=common.block_table_tensor,
+            slot_mapping=common.slot_mapping,
+        )
+
+
+class NPUAttentionImpl(AttentionImpl[NPUAttentionMetadata]):
+    """Writes new K/V through the slot mapping, then attends over the paged cache."""
+
+    def __init__(
+        self,
+        num_heads: int,
+        head_size: int,
+        scale: float,
+        num_kv_heads: int,
+        alibi_slopes: list[float] | None,
+        sliding_window: int | None,
+        kv_cache_dtype: str,
+        logits_soft_cap: float | None = None,
+        attn_type: str = AttentionType.DECODER,
+        kv_sharing_target_layer_name: str | None = None,
+        sinks: torch.Tensor | None = None,
+    ) -> None:
+        unsupported = []
+        if alibi_slopes is not None:
+            unsupported.append("ALiBi")
+        if sinks is not None:
+            unsupported.append("attention sinks")
+        if attn_type != AttentionType.DECODER:
+            unsupported.append(f"attention type {attn_type}")
+        if kv_cache_dtype != "auto":
+            unsupported.append(f"kv_cache_dtype={kv_cache_dtype}")
+        if unsupported:
+            raise NotImplementedError(
+                f"vllm-npu attention does not support {', '.join(unsupported)}; "
+                "select another attention backend with VLLM_NPU_ATTENTION_BACKEND."
+            )
+        self.num_heads = num_heads
+        self.head_size = head_size
+        self.scale = float(scale)
+        self.num_kv_heads = num_kv_heads
+        self.sliding_window = sliding_window
+        self.logits_soft_cap = logits_soft_cap or None
+        self.kv_cache_dtype = kv_cache_dtype
+        self.attn_type = attn_type
+        self.kv_sharing_target_layer_name = kv_sharing_target_layer_name
+        self.kernels = kernels_for_current_device()
+
+    def do_kv_cache_update(
+        self,
+        layer: torch.nn.Module,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        kv_cache: torch.Tensor,
+        slot_mapping: torch.Tensor,
+    ) -> None:
+        self.kernels.write_kv_cache(key, value, kv_cache, slot_mapping)
+
+    def forward(
+        self,
+        layer: torch.nn.Module,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        kv_cache: torch.Tensor,
+        attn_metadata: NPUAttentionMetadata | None,
+        output: torch.Tensor | None = None,
+        output_scale: torch.Tensor | None = None,
+        output_block_scale: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        assert output is not None, "vLLM always passes the output buffer"
+        if output_scale is not None or output_block_scale is not None:
+            raise NotImplementedError("vllm-npu attention does not fuse output quantization.")
+        if attn_metadata is None:
+            # Profiling run: no KV cache yet.
+            return output
+        num_tokens = attn_metadata.num_actual_tokens
+        self.kernels.paged_attention(
+            query[:num_tokens],
+            kv_cache,
+            attn_metadata.block_table,
+            attn_metadata.query_start_loc,
+            attn_metadata.seq_lens,
+            scale=self.scale,
+            output=output[:num_tokens],
+            sliding_window=self.sliding_window,
+            logits_soft_cap=self.logits_soft_cap,
+            max_query_len=attn_metadata.max_query_len,
+            max_seq_len=attn_metadata.max_seq_len,
+        )
+        return output

@@ -1,0 +1,58 @@
+"""Config checks: turn off what the selected device backend cannot do, once, loudly."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from vllm.logger import init_logger
+
+if TYPE_CHECKING:
+    from vllm.config import VllmConfig
+
+    from vllm_npu.platform.device import DeviceBackend
+
+logger = init_logger("vllm.vllm_npu.platform")
+
+
+def _turn_off(owner: Any, attribute: str, off_value: Any, what: str, why: str) -> None:
+    if not hasattr(owner, attribute):
+        return
+    current = getattr(owner, attribute)
+    if current == off_value or (off_value is False and not current):
+        return
+    setattr(owner, attribute, off_value)
+    logger.info_once("vllm-npu: %s turned off (%s).", what, why)
+
+
+def adapt_to_backend(vllm_config: VllmConfig, backend: DeviceBackend) -> None:
+    """Change settings the backend cannot honour, each logged once."""
+    from vllm.config import CompilationMode, CUDAGraphMode
+
+    compilation = vllm_config.compilation_config
+    parallel = vllm_config.parallel_config
+    scheduler = vllm_config.scheduler_config
+    why = f"not supported on the {backend.name} backend"
+
+    _turn_off(compilation, "cudagraph_mode", CUDAGraphMode.NONE, "CUDA graphs", why)
+    if getattr(compilation, "cudagraph_capture_sizes", None):
+        compilation.cudagraph_capture_sizes = []
+    _turn_off(scheduler, "async_scheduling", False, "async scheduling", why)
+    _turn_off(parallel, "disable_custom_all_reduce", True, "custom all-reduce", why)
+    _turn_off(parallel, "enable_dbo", False, "dual-batch overlap", why)
+    pass_config = compilation.pass_config
+    for name in sorted(vars(pass_config)):
+        if name.startswith("fuse_"):
+            _turn_off(pass_config, name, False, f"compilation pass {name}", why)
+
+    if compilation.mode == CompilationMode.VLLM_COMPILE:
+        # Piecewise compilation splits graphs for CUDA graphs, which no backend
+        # of ours captures; tracing once into inductor is the fastest mode seen.
+        compilation.mode = CompilationMode.DYNAMO_TRACE_ONCE
+        compilation.backend = "inductor"
+        logger.info_once(
+            "vllm-npu: compilation mode VLLM_COMPILE replaced by DYNAMO_TRACE_ONCE "
+            "with inductor on the %s backend.",
+            backend.name,
+        )
+    if getattr(compilation, "compile_sizes", None):
+        compilation.compile_sizes = []

@@ -1,0 +1,83 @@
+"""Device backends: the small interface the platform runs on, and its selection.
+
+Two backends exist: ``ascend`` (torch_npu, HCCL) and ``host`` (the CPU with
+portable PyTorch kernels and gloo). The host backend is chosen only when asked
+for with ``VLLM_NPU_DEVICE=host``; Ascend is chosen when torch_npu imports and
+reports devices. Otherwise no backend is usable and the plugin stays inactive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from vllm_npu.platform import _env
+
+BACKEND_NAMES = ("host", "ascend")
+
+
+class DeviceBackendError(RuntimeError):
+    """The requested device backend cannot be used; the message says why."""
+
+
+@runtime_checkable
+class DeviceBackend(Protocol):
+    """What the platform needs from a device."""
+
+    name: str
+    device_type: str
+    dispatch_key: str
+    dist_backend: str
+    device_control_env_var: str
+    ray_device_key: str
+
+    def device_count(self) -> int: ...
+
+    def set_device(self, device: torch.device) -> None: ...
+
+    def synchronize(self) -> None: ...
+
+    def empty_cache(self) -> None: ...
+
+    def mem_get_info(self, device_index: int = 0) -> tuple[int, int]: ...
+
+    def device_name(self, device_index: int = 0) -> str: ...
+
+    def manual_seed_all(self, seed: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The outcome of backend selection: a backend, or the reason there is none."""
+
+    backend: DeviceBackend | None
+    reason: str
+
+
+def select_backend() -> Selection:
+    """Pick the device backend from the environment and the machine."""
+    requested = _env.get(_env.DEVICE)
+    if requested is not None:
+        requested = requested.lower()
+        if requested not in BACKEND_NAMES:
+            raise DeviceBackendError(
+                f"{_env.DEVICE}={requested!r} is not a device backend; "
+                f"set it to one of {', '.join(BACKEND_NAMES)} or unset it."
+            )
+    if requested == "host":
+        from vllm_npu.platform._host import HostBackend
+
+        return Selection(HostBackend(), f"{_env.DEVICE}=host")
+
+    from vllm_npu.platform import _ascend
+
+    problem = _ascend.unavailable_reason()
+    if problem is None:
+        return Selection(_ascend.AscendBackend(), "torch_npu reports NPUs")
+    if requested == "ascend":
+        raise DeviceBackendError(
+            f"{_env.DEVICE}=ascend but the Ascend backend is unusable: {problem}."
+        )
+    return Selection(None, problem)

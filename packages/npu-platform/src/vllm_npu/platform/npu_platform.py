@@ -1,0 +1,173 @@
+"""``NPUPlatform``: vLLM's view of an Ascend NPU (or of the host backend)."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import torch
+from vllm.logger import init_logger
+from vllm.platforms.interface import Platform, PlatformEnum
+
+from vllm_npu.platform import _compat, _config, _env, discovery
+from vllm_npu.platform.device import select_backend
+from vllm_npu.platform.hooks import run_process_hooks
+
+if TYPE_CHECKING:
+    from vllm.config import VllmConfig
+    from vllm.v1.attention.backends.registry import AttentionBackendEnum
+    from vllm.v1.attention.selector import AttentionSelectorConfig
+
+logger = init_logger("vllm.vllm_npu.platform")
+
+_selection = select_backend()
+if _selection.backend is None:
+    raise ImportError(f"vllm-npu: no device backend is usable: {_selection.reason}")
+BACKEND = _selection.backend
+
+ADDITIONAL_CONFIG_ATTENTION_KEY = "attention_backend"
+"""``additional_config`` key naming the attention backend entry point to use."""
+
+
+def _configured_attention_backend() -> str | None:
+    from vllm.config import get_current_vllm_config
+
+    additional = get_current_vllm_config().additional_config or {}
+    value = additional.get(ADDITIONAL_CONFIG_ATTENTION_KEY)
+    return str(value) if value else None
+
+
+class NPUPlatform(Platform):
+    """One platform for both device backends; the backend supplies the device."""
+
+    _enum = PlatformEnum.OOT
+    device_name: str = BACKEND.device_type
+    device_type: str = BACKEND.device_type
+    dispatch_key: str = BACKEND.dispatch_key
+    dist_backend: str = BACKEND.dist_backend
+    device_control_env_var: str = BACKEND.device_control_env_var
+    ray_device_key: str = BACKEND.ray_device_key
+    simple_compile_backend: str = "eager"
+    backend = BACKEND
+
+    @classmethod
+    def pre_register_and_update(cls, parser: Any = None) -> None:
+        run_process_hooks("platform")
+
+    @classmethod
+    def import_kernels(cls) -> None:
+        """Our kernels are PyTorch or torch_npu; vLLM's compiled ops are not used."""
+
+    @classmethod
+    def get_device_name(cls, device_id: int = 0) -> str:
+        return BACKEND.device_name(device_id)
+
+    @classmethod
+    def get_device_total_memory(cls, device_id: int = 0) -> int:
+        return BACKEND.mem_get_info(device_id)[1]
+
+    @classmethod
+    def get_current_memory_usage(cls, device: Any = None) -> float:
+        free, total = BACKEND.mem_get_info(0)
+        return float(total - free)
+
+    @classmethod
+    def set_device(cls, device: torch.device) -> None:
+        BACKEND.set_device(device)
+
+    @classmethod
+    def manual_seed_all(cls, seed: int) -> None:
+        BACKEND.manual_seed_all(seed)
+
+    @classmethod
+    def synchronize(cls) -> None:
+        BACKEND.synchronize()
+
+    @classmethod
+    def empty_cache(cls) -> None:
+        BACKEND.empty_cache()
+
+    @classmethod
+    def mem_get_info(cls, device_id: int = 0) -> tuple[int, int]:
+        return BACKEND.mem_get_info(device_id)
+
+    @classmethod
+    def is_pin_memory_available(cls) -> bool:
+        return BACKEND.name != "host"
+
+    @classmethod
+    def inference_mode(cls) -> Any:
+        return torch.no_grad()
+
+    @classmethod
+    def opaque_attention_op(cls) -> bool:
+        # A traced per-request attention loop would be baked into the graph.
+        return True
+
+    @classmethod
+    def check_runner_kv_caches_multi_layer(cls) -> None:
+        """Our runner keeps one KV cache per layer name."""
+
+    @classmethod
+    def supports_structured_output(cls) -> bool:
+        return True
+
+    @classmethod
+    def get_device_communicator_cls(cls) -> str:
+        return discovery.qualname(discovery.COMMUNICATOR)
+
+    @classmethod
+    def get_attn_backend_cls(
+        cls,
+        selected_backend: AttentionBackendEnum,
+        attn_selector_config: AttentionSelectorConfig,
+        num_heads: int | None = None,
+    ) -> str:
+        name = discovery.requested_name(
+            discovery.ATTENTION_BACKEND, _configured_attention_backend()
+        )
+        entry_point = discovery.find(discovery.ATTENTION_BACKEND, name)
+        backend_cls = discovery.load(discovery.ATTENTION_BACKEND, entry_point)
+        problems = _compat.attention_backend_problems(backend_cls, attn_selector_config)
+        if problems:
+            raise ValueError(
+                f"vllm-npu: attention backend {name!r} cannot run this model "
+                f"({'; '.join(problems)}); select another with "
+                f"{_env.ATTENTION_BACKEND} or additional_config "
+                f"{{'{ADDITIONAL_CONFIG_ATTENTION_KEY}': ...}}."
+            )
+        logger.info_once("vllm-npu: using attention backend %r (%s).", name, entry_point.value)
+        return f"{backend_cls.__module__}.{backend_cls.__qualname__}"
+
+    @classmethod
+    def check_and_update_config(cls, vllm_config: VllmConfig) -> None:
+        parallel = vllm_config.parallel_config
+        if parallel.worker_cls == "auto":
+            parallel.worker_cls = discovery.qualname(discovery.WORKER)
+        discovery.find(
+            discovery.ATTENTION_BACKEND,
+            discovery.requested_name(
+                discovery.ATTENTION_BACKEND,
+                (vllm_config.additional_config or {}).get(ADDITIONAL_CONFIG_ATTENTION_KEY),
+            ),
+        )
+        _config.adapt_to_backend(vllm_config, BACKEND)
+
+    @classmethod
+    def register_triton_kernel_overrides(cls) -> None:
+        _compat.register_slot_mapping_kernel()
+
+    @classmethod
+    def validate_environ(cls, hard_fail: bool) -> None:
+        """vLLM's check for unknown ``VLLM_*`` variables, minus our own ``VLLM_NPU_*``."""
+        from vllm import envs
+
+        for name in os.environ:
+            if (
+                name.startswith("VLLM_")
+                and not name.startswith(_env.PREFIX)
+                and name not in envs.environment_variables
+            ):
+                if hard_fail:
+                    raise ValueError(f"Unknown vLLM environment variable detected: {name}")
+                logger.warning("Unknown vLLM environment variable detected: %s", name)

@@ -1,0 +1,13 @@
+"""The model runner of the host backend: vLLM's CPU runner, which fits unchanged."""
+
+from __future__ import annotations
+
+from vllm.v1.worker.cpu_model_runner import CPUModelRunner
+
+
+class HostModelRunner(CPUModelRunner):
+    """vLLM's V1 runner with its tensors on the CPU.
+
+    ``CPUModelRunner`` needs no compiled ``vllm._C`` op; the attention backend,
+    the slot-mapping kernel and the layers it runs are ours or portable PyTorch.
+    """

@@ -1,0 +1,114 @@
+"""``NPUWorker``: vLLM's V1 worker on an NPU, or on the host backend."""
+
+from __future__ import annotations
+
+import os
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import psutil
+import torch
+from vllm.config import CompilationMode, VllmConfig
+from vllm.logger import init_logger
+from vllm.platforms import current_platform
+from vllm.utils.mem_utils import format_gib
+from vllm.utils.torch_utils import set_random_seed
+from vllm.v1.worker.gpu_worker import Worker, init_worker_distributed_environment
+from vllm.v1.worker.worker_base import CompilationTimes
+
+from vllm_npu.platform.hooks import run_process_hooks
+from vllm_npu.worker._threads import apply_host_threads
+
+logger = init_logger("vllm.vllm_npu.worker")
+
+HOST_KV_CACHE_ENV = "VLLM_NPU_HOST_KV_CACHE_GB"
+DEFAULT_HOST_KV_CACHE_GB = 4.0
+
+
+class NPUWorker(Worker):
+    """Runs one rank of the model on the platform's device backend."""
+
+    def __init__(
+        self,
+        vllm_config: VllmConfig,
+        local_rank: int,
+        rank: int,
+        distributed_init_method: str,
+        is_driver_worker: bool = False,
+    ) -> None:
+        run_process_hooks("worker")
+        super().__init__(
+            vllm_config,
+            local_rank,
+            rank,
+            distributed_init_method,
+            is_driver_worker=is_driver_worker,
+        )
+        # Model Runner V2 needs Triton kernels on the device; we run V1.
+        self.use_v2_model_runner = False
+        self.backend_name: str = current_platform.backend.name  # type: ignore[attr-defined]
+
+    def init_device(self) -> None:
+        if self.backend_name != "host":
+            raise NotImplementedError(
+                "vllm-npu: the Ascend model runner is not available in this release; "
+                "run with VLLM_NPU_DEVICE=host to use the host backend."
+            )
+        self.device = torch.device("cpu")
+        apply_host_threads(self.parallel_config.local_world_size)
+        init_worker_distributed_environment(
+            self.vllm_config,
+            self.rank,
+            self.distributed_init_method,
+            self.local_rank,
+            current_platform.dist_backend,
+        )
+        set_random_seed(self.model_config.seed)
+        from vllm_npu.worker.host_model_runner import HostModelRunner
+
+        self.model_runner = HostModelRunner(self.vllm_config, self.device)
+
+    def _maybe_get_memory_pool_context(self, tag: str) -> AbstractContextManager[Any]:
+        # No sleep-mode allocator exists for our devices.
+        return nullcontext()
+
+    def sleep(self, level: int = 1) -> None:
+        logger.warning("vllm-npu: sleep mode is not supported; ignored.")
+
+    def wake_up(self, tags: list[str] | None = None) -> None:
+        logger.warning("vllm-npu: sleep mode is not supported; ignored.")
+
+    def determine_available_memory(self) -> int:
+        """Bytes for the KV cache: the configured size, else a host default.
+
+        On the host there is no device memory to profile; the KV cache is
+        ``kv_cache_memory_bytes`` when set, else ``VLLM_NPU_HOST_KV_CACHE_GB``
+        (default 4 GiB), never more than the memory available.
+        """
+        self._warm_up_if_compiled()
+        available = psutil.virtual_memory().available
+        requested = self.cache_config.kv_cache_memory_bytes
+        if requested is None:
+            gigabytes = float(os.environ.get(HOST_KV_CACHE_ENV, DEFAULT_HOST_KV_CACHE_GB))
+            requested = int(gigabytes * (1 << 30))
+        if requested > available:
+            raise ValueError(
+                f"vllm-npu: the KV cache needs {format_gib(requested)} GiB but only "
+                f"{format_gib(available)} GiB of host memory is available; lower "
+                f"kv_cache_memory_bytes or {HOST_KV_CACHE_ENV}."
+            )
+        logger.info("vllm-npu: %s GiB for the KV cache on the host.", format_gib(requested))
+        return requested
+
+    def compile_or_warm_up_model(self) -> CompilationTimes:
+        if not self.model_runner.kv_caches:
+            self._warm_up_if_compiled()
+        set_random_seed(self.model_config.seed)
+        return CompilationTimes(
+            language_model=self.compilation_config.compilation_time,
+            encoder=self.compilation_config.encoder_compilation_time,
+        )
+
+    def _warm_up_if_compiled(self) -> None:
+        if self.compilation_config.mode != CompilationMode.NONE:
+            self.model_runner.warming_up_model()
