@@ -44,8 +44,8 @@ def test_preempted_requests_are_recomputed_exactly(tiny_model_dir) -> None:
     with vllm_engine(
         str(model),
         block_size=16,
-        max_model_len=128,
-        kv_cache_memory_bytes=12 * block_bytes,
+        max_model_len=256,
+        kv_cache_memory_bytes=20 * block_bytes,
         disable_log_stats=False,
     ) as llm:
         generated = greedy_token_ids(llm, prompts, 48)

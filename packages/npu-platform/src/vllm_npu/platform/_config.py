@@ -13,6 +13,15 @@ if TYPE_CHECKING:
 
 logger = init_logger("vllm.vllm_npu.platform")
 
+announced: set[str] = set()
+"""Changes already logged in this process: each is logged once."""
+
+
+def _announce(message: str) -> None:
+    if message not in announced:
+        announced.add(message)
+        logger.info(message)
+
 
 def _turn_off(owner: Any, attribute: str, off_value: Any, what: str, why: str) -> None:
     if not hasattr(owner, attribute):
@@ -21,7 +30,7 @@ def _turn_off(owner: Any, attribute: str, off_value: Any, what: str, why: str) -
     if current == off_value or (off_value is False and not current):
         return
     setattr(owner, attribute, off_value)
-    logger.info_once("vllm-npu: %s turned off (%s).", what, why)
+    _announce(f"vllm-npu: {what} turned off ({why}).")
 
 
 def adapt_to_backend(vllm_config: VllmConfig, backend: DeviceBackend) -> None:
@@ -49,10 +58,9 @@ def adapt_to_backend(vllm_config: VllmConfig, backend: DeviceBackend) -> None:
         # of ours captures; tracing once into inductor is the fastest mode seen.
         compilation.mode = CompilationMode.DYNAMO_TRACE_ONCE
         compilation.backend = "inductor"
-        logger.info_once(
+        _announce(
             "vllm-npu: compilation mode VLLM_COMPILE replaced by DYNAMO_TRACE_ONCE "
-            "with inductor on the %s backend.",
-            backend.name,
+            f"with inductor on the {backend.name} backend."
         )
     if getattr(compilation, "compile_sizes", None):
         compilation.compile_sizes = []

@@ -50,8 +50,8 @@ def registered(kind: ComponentKind) -> dict[str, EntryPoint]:
 
 
 def requested_name(kind: ComponentKind, configured: str | None = None) -> str:
-    """The name to use: the environment wins over ``configured``, then the default."""
-    return _env.get(kind.env_var) or configured or DEFAULT_NAME
+    """The name to use: ``configured`` (engine config), else the environment, else ``npu``."""
+    return configured or _env.get(kind.env_var) or DEFAULT_NAME
 
 
 def find(kind: ComponentKind, name: str | None = None) -> EntryPoint:

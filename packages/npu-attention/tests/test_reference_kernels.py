@@ -1,0 +1,379 @@
+"""The reference attention kernels against a naive per-request full attention."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import Tensor
+
+from vllm_npu.attention import kernels
+from vllm_npu.attention.kernels import _reference
+from vllm_npu.attention.kernels._reference import paged_attention, write_kv_cache
+
+SENTINEL = 7.0
+TOLERANCES = {torch.float32: 2e-5, torch.bfloat16: 2e-2}
+
+
+@dataclass(frozen=True)
+class Req:
+    seq_len: int
+    query_len: int
+    # Share the first ``shared_blocks`` blocks (and their tokens) of an earlier request.
+    prefix_of: int | None = None
+    shared_blocks: int = 0
+
+
+@dataclass
+class Batch:
+    reqs: list[Req]
+    contexts: list[tuple[Tensor, Tensor]]  # per request: K, V [seq_len, kv_heads, d]
+    query: Tensor  # [num_tokens + padding rows, heads, d]
+    key: Tensor
+    value: Tensor
+    slot_mapping: Tensor  # longer than query; -1 on padding rows
+    kv_cache: Tensor
+    flat_buffer: Tensor  # the storage kv_cache is a view of
+    block_table: Tensor
+    query_start_loc: Tensor
+    seq_lens: Tensor
+    num_tokens: int
+
+
+def make_kv_cache(
+    shape: tuple[int, int, int, int], dtype: torch.dtype, layout: str
+) -> tuple[Tensor, Tensor]:
+    """A NaN-filled cache view (so reads of unwritten slots show) and its buffer."""
+    num_blocks, kv_heads, block_size, dim = shape
+    if layout == "contiguous":
+        flat = torch.full((math.prod(shape),), math.nan, dtype=dtype)
+        return flat.view(shape), flat
+    # Like vLLM's flat buffer: two caches interleaved, token-major; take the second.
+    flat = torch.full((2 * math.prod(shape),), math.nan, dtype=dtype)
+    physical = flat.view(num_blocks, 2, block_size, kv_heads, dim)
+    return physical[:, 1].permute(0, 2, 1, 3), flat
+
+
+def make_batch(
+    reqs: list[Req],
+    *,
+    heads: int = 4,
+    kv_heads: int = 2,
+    head_size: int = 16,
+    block_size: int = 8,
+    dtype: torch.dtype = torch.float32,
+    layout: str = "contiguous",
+    block_order: str = "shuffled",
+    unused_entries: str = "spare",
+    index_dtype: torch.dtype = torch.int32,
+    padding_rows: int = 3,
+) -> Batch:
+    """Requests with their earlier tokens already cached and their new tokens
+    (plus ``padding_rows`` padding tokens) ready to be written and attended."""
+    gen = torch.Generator().manual_seed(1234)
+
+    def randn(*shape: int) -> Tensor:
+        return torch.randn(*shape, generator=gen).to(dtype)
+
+    blocks_needed = [-(-r.seq_len // block_size) for r in reqs]
+    num_blocks = sum(blocks_needed) + 2
+    pool = (
+        torch.randperm(num_blocks, generator=gen)
+        if block_order == "shuffled"
+        else torch.arange(num_blocks)
+    ).tolist()
+    cache_shape = (num_blocks, kv_heads, block_size, 2 * head_size)
+    kv_cache, flat = make_kv_cache(cache_shape, dtype, layout)
+    block_lists: list[list[int]] = []
+    contexts: list[tuple[Tensor, Tensor]] = []
+    for r, needed in zip(reqs, blocks_needed, strict=True):
+        k, v = (
+            randn(r.seq_len, kv_heads, head_size),
+            randn(r.seq_len, kv_heads, head_size),
+        )
+        blocks = [pool.pop() for _ in range(needed - r.shared_blocks)]
+        if r.prefix_of is not None:
+            shared = r.shared_blocks * block_size
+            assert shared <= r.seq_len - r.query_len, "only the suffix is computed"
+            k[:shared], v[:shared] = (t[:shared] for t in contexts[r.prefix_of])
+            blocks = block_lists[r.prefix_of][: r.shared_blocks] + blocks
+        block_lists.append(blocks)
+        contexts.append((k, v))
+        # Earlier steps' tokens, written directly (shared ones by their owner).
+        for pos in range(r.shared_blocks * block_size, r.seq_len - r.query_len):
+            block, offset = blocks[pos // block_size], pos % block_size
+            kv_cache[block, :, offset] = torch.cat([k[pos], v[pos]], dim=-1)
+
+    new_positions = [list(range(r.seq_len - r.query_len, r.seq_len)) for r in reqs]
+    slots = [
+        blocks[p // block_size] * block_size + p % block_size
+        for blocks, positions in zip(block_lists, new_positions, strict=True)
+        for p in positions
+    ]
+    num_tokens = len(slots)
+    # Padding rows, then entries past the rows that name real slots and must be ignored.
+    slot_mapping = slots + [-1] * padding_rows + [0, block_size + 1]
+    new_kv = [(k[p], v[p]) for (k, v), p in zip(contexts, new_positions, strict=True)]
+    padding = randn(padding_rows, kv_heads, head_size)
+    width = max(blocks_needed) + 1
+    # Unused block-table entries: a never-written (NaN) block, or no block at all.
+    unused = pool[0] if unused_entries == "spare" else num_blocks + 100
+    table = [blocks + [unused] * (width - len(blocks)) for blocks in block_lists]
+    query_start_loc = [0, *itertools.accumulate(r.query_len for r in reqs)]
+    return Batch(
+        reqs=reqs,
+        contexts=contexts,
+        query=randn(num_tokens + padding_rows, heads, head_size),
+        key=torch.cat([k for k, _ in new_kv] + [padding]),
+        value=torch.cat([v for _, v in new_kv] + [padding]),
+        slot_mapping=torch.tensor(slot_mapping, dtype=index_dtype),
+        kv_cache=kv_cache,
+        flat_buffer=flat,
+        block_table=torch.tensor(table, dtype=index_dtype),
+        query_start_loc=torch.tensor(query_start_loc, dtype=index_dtype),
+        seq_lens=torch.tensor([r.seq_len for r in reqs], dtype=index_dtype),
+        num_tokens=num_tokens,
+    )
+
+
+def naive_attention(
+    batch: Batch,
+    scale: float,
+    sliding_window: int | None = None,
+    logits_soft_cap: float | None = None,
+) -> Tensor:
+    """Full attention per request and head over its materialized context."""
+    heads, kv_heads = batch.query.shape[1], batch.contexts[0][0].shape[1]
+    rows = []
+    start = 0
+    for r, (k, v) in zip(batch.reqs, batch.contexts, strict=True):
+        q = batch.query[start : start + r.query_len].float()
+        start += r.query_len
+        q_pos = torch.arange(r.seq_len - r.query_len, r.seq_len)[:, None]
+        k_pos = torch.arange(r.seq_len)[None, :]
+        allowed = k_pos <= q_pos
+        if sliding_window is not None:
+            allowed &= k_pos > q_pos - sliding_window
+        out = torch.empty(r.query_len, heads, v.shape[-1])
+        for h in range(heads):
+            kv_head = h // (heads // kv_heads)
+            scores = q[:, h] @ k[:, kv_head].float().T * scale
+            if logits_soft_cap is not None:
+                scores = logits_soft_cap * torch.tanh(scores / logits_soft_cap)
+            scores = scores.masked_fill(~allowed, -math.inf)
+            out[:, h] = torch.softmax(scores, dim=-1) @ v[:, kv_head].float()
+        rows.append(out)
+    return torch.cat(rows)
+
+
+def check(
+    batch: Batch, scale: float = 0.25, pass_maxima: bool = True, **options
+) -> Tensor:
+    """Write the batch's new tokens, attend, and compare with the naive attention."""
+    write_kv_cache(batch.key, batch.value, batch.kv_cache, batch.slot_mapping)
+    output = torch.full(batch.query.shape, SENTINEL, dtype=batch.query.dtype)
+    if pass_maxima:
+        options["max_query_len"] = max(r.query_len for r in batch.reqs)
+        options["max_seq_len"] = max(r.seq_len for r in batch.reqs)
+    result = paged_attention(
+        batch.query,
+        batch.kv_cache,
+        batch.block_table,
+        batch.query_start_loc,
+        batch.seq_lens,
+        scale=scale,
+        output=output,
+        **options,
+    )
+    assert result is output
+    assert (output[batch.num_tokens :] == SENTINEL).all(), "padding rows were written"
+    actual = output[: batch.num_tokens].float()
+    expected = naive_attention(
+        batch,
+        scale,
+        options.get("sliding_window"),
+        options.get("logits_soft_cap"),
+    )
+    # Not torch.testing.assert_close: its first use costs seconds of imports.
+    max_error = (actual - expected).abs().nan_to_num(math.inf).max().item()
+    tol = TOLERANCES[batch.query.dtype]
+    assert torch.allclose(actual, expected, atol=tol, rtol=tol), f"error {max_error}"
+    return actual
+
+
+SCENARIOS = {
+    "prefill": [Req(5, 5), Req(17, 17), Req(1, 1), Req(32, 32)],
+    "decode": [Req(1, 1), Req(9, 1), Req(16, 1), Req(33, 1), Req(70, 1)],
+    "chunked_prefill": [Req(40, 13), Req(25, 8)],
+    "mixed": [Req(20, 20), Req(37, 1), Req(10, 0), Req(50, 6), Req(3, 1)],
+}
+DTYPES = [torch.float32, torch.bfloat16]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_matches_naive_attention(scenario: str, dtype: torch.dtype) -> None:
+    check(make_batch(SCENARIOS[scenario], dtype=dtype))
+
+
+@pytest.mark.parametrize(("heads", "kv_heads"), [(4, 4), (8, 2), (8, 1)])
+def test_grouped_and_multi_query_heads(heads: int, kv_heads: int) -> None:
+    check(make_batch(SCENARIOS["mixed"], heads=heads, kv_heads=kv_heads))
+
+
+@pytest.mark.parametrize("window", [1, 7])
+@pytest.mark.parametrize("scenario", ["decode", "prefill", "mixed"])
+def test_sliding_window(scenario: str, window: int) -> None:
+    check(make_batch(SCENARIOS[scenario]), sliding_window=window)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_logits_soft_cap(dtype: torch.dtype) -> None:
+    batch = make_batch(SCENARIOS["mixed"], dtype=dtype)
+    capped = check(batch, scale=1.0, logits_soft_cap=1.5)
+    uncapped = naive_attention(batch, scale=1.0)
+    assert not torch.allclose(capped, uncapped, atol=0.1), "the cap should matter"
+
+
+def test_prefix_reuse_reads_shared_blocks() -> None:
+    reqs = [Req(20, 1), Req(29, 13, prefix_of=0, shared_blocks=2)]
+    batch = make_batch(reqs, block_size=8)
+    assert batch.block_table[0, :2].tolist() == batch.block_table[1, :2].tolist()
+    check(batch)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_non_contiguous_kv_cache_view(dtype: torch.dtype) -> None:
+    batch = make_batch(SCENARIOS["mixed"], dtype=dtype, layout="strided")
+    assert not batch.kv_cache.is_contiguous()
+    check(batch)
+    other_cache = batch.flat_buffer.view(batch.kv_cache.shape[0], 2, -1)[:, 0]
+    assert other_cache.isnan().all(), "wrote outside the cache view"
+
+
+@pytest.mark.parametrize("unused_entries", ["spare", "out_of_range"])
+@pytest.mark.parametrize("block_order", ["sequential", "shuffled"])
+def test_block_table_contents(block_order: str, unused_entries: str) -> None:
+    check(
+        make_batch(
+            SCENARIOS["mixed"], block_order=block_order, unused_entries=unused_entries
+        )
+    )
+
+
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64], ids=str)
+@pytest.mark.parametrize("pass_maxima", [True, False])
+def test_index_dtypes_and_maxima(index_dtype: torch.dtype, pass_maxima: bool) -> None:
+    check(
+        make_batch(SCENARIOS["mixed"], index_dtype=index_dtype), pass_maxima=pass_maxima
+    )
+
+
+def test_requests_split_into_chunks_over_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_reference, "CHUNK_BUDGET_BYTES", 1)
+    check(make_batch(SCENARIOS["mixed"]), sliding_window=7)
+
+
+def test_decode_batch_is_one_batched_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    attend = _reference._attend
+
+    def counting_attend(*args, **kwargs) -> Tensor:
+        calls.append(len(args[2]))  # the chunk's query_start_loc: one per request
+        return attend(*args, **kwargs)
+
+    monkeypatch.setattr(_reference, "_attend", counting_attend)
+    check(make_batch([Req(n % 40 + 1, 1) for n in range(64)]))
+    assert calls == [64]
+
+
+def test_empty_batch_leaves_output() -> None:
+    output = torch.full((2, 4, 16), SENTINEL)
+    paged_attention(
+        torch.zeros(2, 4, 16),
+        torch.zeros(3, 2, 8, 32),
+        torch.zeros(0, 4, dtype=torch.int32),
+        torch.zeros(1, dtype=torch.int32),
+        torch.zeros(0, dtype=torch.int32),
+        scale=1.0,
+        output=output,
+    )
+    assert (output == SENTINEL).all()
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "strided"])
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64], ids=str)
+@pytest.mark.parametrize("src_dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("cache_dtype", DTYPES, ids=str)
+def test_write_kv_cache(
+    layout: str,
+    index_dtype: torch.dtype,
+    src_dtype: torch.dtype,
+    cache_dtype: torch.dtype,
+) -> None:
+    block_size, head_size = 4, 8
+    shape = (5, 2, block_size, 2 * head_size)
+    kv_cache, flat = make_kv_cache(shape, cache_dtype, layout)
+    gen = torch.Generator().manual_seed(0)
+    key, value = torch.randn(2, 6, 2, head_size, generator=gen).to(src_dtype)
+    # Two padding tokens, then trailing entries that are not tokens at all.
+    slots = [13, -1, 0, 19, -1, 6, 1, 2]
+    write_kv_cache(key, value, kv_cache, torch.tensor(slots, dtype=index_dtype))
+
+    expected = torch.full(shape, math.nan, dtype=cache_dtype)
+    for token, slot in enumerate(slots[:6]):
+        if slot >= 0:
+            token_kv = torch.cat([key[token], value[token]], dim=-1)
+            expected[slot // block_size, :, slot % block_size] = token_kv
+    assert torch.equal(kv_cache.isnan(), expected.isnan())
+    assert torch.equal(kv_cache.nan_to_num(), expected.nan_to_num())
+    assert flat.isnan().sum() == flat.numel() - 4 * 2 * 2 * head_size
+
+
+def test_write_kv_cache_rejects_short_slot_mapping() -> None:
+    kv_cache = torch.zeros(2, 1, 4, 8)
+    with pytest.raises(ValueError, match="2 entries for 3 tokens"):
+        write_kv_cache(
+            torch.ones(3, 1, 4), torch.ones(3, 1, 4), kv_cache, torch.tensor([0, 1])
+        )
+
+
+def test_reference_set_is_registered() -> None:
+    reference = kernels.get_kernels("reference")
+    assert "reference" in kernels.available_kernels()
+    assert isinstance(reference, kernels.AttentionKernels)
+    assert reference.name == "reference"
+    assert reference.paged_attention is paged_attention
+
+
+def test_unknown_kernel_set_names_registered_sets() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"unknown attention kernel set 'nope'; "
+        r"registered: .*reference",
+    ):
+        kernels.get_kernels("nope")
+
+
+def test_register_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kernels, "_KERNELS_BY_NAME", {})
+
+    class Custom:
+        name = "custom"
+        write_kv_cache = staticmethod(write_kv_cache)
+        paged_attention = staticmethod(paged_attention)
+
+    custom = Custom()
+    kernels.register_kernels("custom", custom)
+    kernels.register_kernels("custom", custom)
+    assert kernels.get_kernels("custom") is custom
+    assert kernels.available_kernels() == ("custom",)
+    with pytest.raises(ValueError, match="already registered"):
+        kernels.register_kernels("custom", Custom())
+    with pytest.raises(TypeError, match="not an attention kernel set"):
+        kernels.register_kernels("broken", object())  # type: ignore[arg-type]

@@ -1,0 +1,57 @@
+"""Hugging Face greedy-decoding reference for comparing vLLM outputs in tests.
+
+Prompts are tokenized the way vLLM does by default and decoding never stops at
+EOS, which matches vLLM sampling with ``temperature=0`` and ``ignore_eos=True``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+
+def hf_prompt_token_ids(
+    model_path: str | os.PathLike[str], prompts: Sequence[str]
+) -> list[list[int]]:
+    """Token ids of each prompt, with special tokens added as vLLM does."""
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    return [
+        list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+        for prompt in prompts
+    ]
+
+
+def hf_greedy_generate(
+    model_path: str | os.PathLike[str], prompts: Sequence[str], max_new_tokens: int
+) -> list[list[int]]:
+    """Greedy-decode exactly ``max_new_tokens`` tokens per prompt on the CPU.
+
+    Each prompt runs alone (no padding) in float32 with eager attention.
+    Returns only the generated token ids, one list per prompt.
+    """
+    model = AutoModelForCausalLM.from_pretrained(
+        model_path, dtype=torch.float32, attn_implementation="eager"
+    ).eval()
+    # generate() fills every unset option from model.generation_config, so
+    # replace it: no EOS to stop at and none of the checkpoint's sampling
+    # defaults (repetition penalty and the like) to bend the argmax.
+    model.generation_config = GenerationConfig(
+        do_sample=False,
+        num_beams=1,
+        bos_token_id=model.config.bos_token_id,
+        pad_token_id=model.config.pad_token_id,
+    )
+    outputs = []
+    with torch.inference_mode():
+        for ids in hf_prompt_token_ids(model_path, prompts):
+            input_ids = torch.tensor([ids], dtype=torch.long)
+            generated = model.generate(
+                input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                max_new_tokens=max_new_tokens,
+            )
+            outputs.append(generated[0, len(ids) :].tolist())
+    return outputs
