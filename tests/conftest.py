@@ -1,22 +1,12 @@
-"""Shared fixtures of the cross-package tests: the host backend and tiny models."""
+"""Shared fixtures of the cross-package tests: tiny models built once per session."""
 
 from __future__ import annotations
 
-import os
+from pathlib import Path
 
-# Before vLLM resolves its platform: every test here runs on the host backend,
-# offline, with one OpenMP thread per process (2-core machines).
-os.environ.setdefault("VLLM_NPU_DEVICE", "host")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("VLLM_NPU_HOST_KV_CACHE_GB", "0.25")
+import pytest
 
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-
-from vllm_npu.testing import TinyModelSpec, build_tiny_model  # noqa: E402
+from vllm_npu.testing import TinyModelSpec, build_tiny_model
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import textwrap
 from collections.abc import Callable
@@ -10,10 +9,7 @@ from pathlib import Path
 
 import pytest
 
-# vLLM resolves its platform once per process: make it ours, on the host.
-os.environ.setdefault("VLLM_NPU_DEVICE", "host")
-
-from vllm_npu.platform import _env  # noqa: E402
+from vllm_npu.platform import _env
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from vllm.logger import init_logger
@@ -64,3 +65,10 @@ def adapt_to_backend(vllm_config: VllmConfig, backend: DeviceBackend) -> None:
         )
     if getattr(compilation, "compile_sizes", None):
         compilation.compile_sizes = []
+
+    if "VLLM_WORKER_MULTIPROC_METHOD" not in os.environ:
+        # A forked child deadlocks in torch when the parent already started
+        # OpenMP threads (host) or the NPU runtime (Ascend); vLLM's own CPU
+        # platform makes the same choice.
+        os.environ["VLLM_WORKER_MULTIPROC_METHOD"] = "spawn"
+        _announce("vllm-npu: engine and worker processes are spawned, not forked.")
