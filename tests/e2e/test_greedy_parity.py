@@ -21,9 +21,17 @@ def _counter(llm: Any, name: str) -> float:
     )
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
-def test_greedy_matches_transformers(arch: str, tiny_model_dir) -> None:
-    model = tiny_model_dir(TinyModelSpec(arch=arch))
+@pytest.mark.parametrize(
+    "spec",
+    [
+        TinyModelSpec(arch="llama"),
+        TinyModelSpec(arch="qwen2"),
+        TinyModelSpec(arch="qwen2", sliding_window=8),
+    ],
+    ids=["llama", "qwen2", "qwen2-sliding-window"],
+)
+def test_greedy_matches_transformers(spec: TinyModelSpec, tiny_model_dir) -> None:
+    model = tiny_model_dir(spec)
     prompts = DEFAULT_PROMPTS
     assert len(prompts) >= 8 and len({len(p.split()) for p in prompts}) >= 8
 

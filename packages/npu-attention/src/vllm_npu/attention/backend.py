@@ -14,6 +14,7 @@ from vllm.v1.attention.backend import (
     AttentionType,
     CommonAttentionMetadata,
 )
+from vllm.v1.attention.backends.utils import split_decodes_and_prefills
 from vllm.v1.kv_cache_interface import AttentionSpec
 
 from vllm_npu.attention.kernels import AttentionKernels, get_kernels
@@ -65,7 +66,12 @@ class NPUAttentionBackend(AttentionBackend):
 
 @dataclass
 class NPUAttentionMetadata:
-    """What one forward step's attention needs, shared by all layers of a group."""
+    """What one forward step's attention needs, shared by all layers of a group.
+
+    The batch is ordered decodes first (one query token each), then prefills;
+    the two parts are attended separately so that decodes are not padded to
+    the longest prefill.
+    """
 
     num_actual_tokens: int
     max_query_len: int
@@ -74,10 +80,17 @@ class NPUAttentionMetadata:
     seq_lens: torch.Tensor
     block_table: torch.Tensor
     slot_mapping: torch.Tensor
+    num_decodes: int = 0
+    num_decode_tokens: int = 0
+    prefill_query_start_loc: torch.Tensor | None = None
+    """``query_start_loc`` of the prefill part, counted from its first token."""
 
 
 class NPUAttentionMetadataBuilder(AttentionMetadataBuilder[NPUAttentionMetadata]):
-    """Turns vLLM's common metadata into ours; nothing is copied."""
+    """Turns vLLM's common metadata into ours, split into decodes and prefills."""
+
+    # Ask the runner to put requests with one query token first.
+    reorder_batch_threshold: int | None = 1
 
     def __init__(
         self,
@@ -95,6 +108,15 @@ class NPUAttentionMetadataBuilder(AttentionMetadataBuilder[NPUAttentionMetadata]
         fast_build: bool = False,
     ) -> NPUAttentionMetadata:
         common = common_attn_metadata
+        num_decodes, num_prefills, num_decode_tokens, _ = split_decodes_and_prefills(
+            common, decode_threshold=1
+        )
+        prefill_query_start_loc = None
+        if num_prefills:
+            prefill_query_start_loc = (
+                common.query_start_loc[num_decodes : common.num_reqs + 1]
+                - num_decode_tokens
+            )
         return NPUAttentionMetadata(
             num_actual_tokens=common.num_actual_tokens,
             max_query_len=common.max_query_len,
@@ -103,6 +125,9 @@ class NPUAttentionMetadataBuilder(AttentionMetadataBuilder[NPUAttentionMetadata]
             seq_lens=common.seq_lens,
             block_table=common.block_table_tensor,
             slot_mapping=common.slot_mapping,
+            num_decodes=num_decodes,
+            num_decode_tokens=num_decode_tokens,
+            prefill_query_start_loc=prefill_query_start_loc,
         )
 
 
@@ -176,18 +201,35 @@ class NPUAttentionImpl(AttentionImpl[NPUAttentionMetadata]):
         if attn_metadata is None:
             # Profiling run: no KV cache yet.
             return output
-        num_tokens = attn_metadata.num_actual_tokens
-        self.kernels.paged_attention(
-            query[:num_tokens],
-            kv_cache,
-            attn_metadata.block_table,
-            attn_metadata.query_start_loc,
-            attn_metadata.seq_lens,
+        meta = attn_metadata
+        decodes, decode_tokens = meta.num_decodes, meta.num_decode_tokens
+        common = dict(
             scale=self.scale,
-            output=output[:num_tokens],
             sliding_window=self.sliding_window,
             logits_soft_cap=self.logits_soft_cap,
-            max_query_len=attn_metadata.max_query_len,
-            max_seq_len=attn_metadata.max_seq_len,
+            max_seq_len=meta.max_seq_len,
         )
+        if decodes:
+            self.kernels.paged_attention(
+                query[:decode_tokens],
+                kv_cache,
+                meta.block_table[:decodes],
+                meta.query_start_loc[: decodes + 1],
+                meta.seq_lens[:decodes],
+                output=output[:decode_tokens],
+                max_query_len=1,
+                **common,
+            )
+        if meta.prefill_query_start_loc is not None:
+            num_reqs = meta.prefill_query_start_loc.shape[0] - 1 + decodes
+            self.kernels.paged_attention(
+                query[decode_tokens : meta.num_actual_tokens],
+                kv_cache,
+                meta.block_table[decodes:num_reqs],
+                meta.prefill_query_start_loc,
+                meta.seq_lens[decodes:num_reqs],
+                output=output[decode_tokens : meta.num_actual_tokens],
+                max_query_len=meta.max_query_len,
+                **common,
+            )
         return output
