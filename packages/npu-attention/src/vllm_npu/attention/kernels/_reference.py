@@ -131,8 +131,16 @@ def _gather_context(
     num_used_blocks = (seq_lens + block_size - 1) // block_size
     block_cols = torch.arange(blocks.shape[1], device=blocks.device)
     blocks = torch.where(block_cols < num_used_blocks[:, None], blocks, 0)
-    # [kv_heads, reqs, blocks, block_size, dim], a fresh tensor (safe to modify).
-    context = kv_cache.transpose(0, 1)[:, blocks].flatten(2, 3)
+    # Whole blocks first (index_select copies them in one pass, whatever the
+    # cache's strides), then [kv_heads, reqs, positions, dim]; a fresh tensor.
+    num_reqs, num_blocks = blocks.shape
+    num_kv_heads, dim = kv_cache.shape[1], kv_cache.shape[3]
+    context = (
+        kv_cache.index_select(0, blocks.flatten())
+        .view(num_reqs, num_blocks, num_kv_heads, block_size, dim)
+        .permute(2, 0, 1, 3, 4)
+        .reshape(num_kv_heads, num_reqs, num_blocks * block_size, dim)
+    )
     context = context[:, :, :max_seq_len].float()
     positions = torch.arange(context.shape[2], device=context.device)
     in_context = positions < seq_lens[:, None]
