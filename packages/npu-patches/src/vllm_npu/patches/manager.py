@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from packaging.specifiers import SpecifierSet
@@ -65,18 +65,36 @@ class PatchManager:
             if process in patch.processes
         }
 
-    def apply_one(self, patch: Patch) -> Outcome:
-        """Apply ``patch`` now, or when its module is imported; idempotent."""
+    def apply_one(self, patch: Patch, *, lazy: bool = True) -> Outcome:
+        """Apply ``patch`` now, or (``lazy``) once its module is imported; idempotent."""
         current = self.outcome(patch.id)
         if current.status in (PatchStatus.APPLIED, PatchStatus.PENDING):
             return current
         refused = self._precheck(patch)
         if refused is not None:
             return refused
-        if _target.module_imported(patch.module):
+        if not lazy or _target.module_imported(patch.module):
             return self._install(patch)
         _lazy.when_imported(patch.module, patch.id, lambda _module: self._install(patch))
         return self._record(patch, Outcome(PatchStatus.PENDING, f"waits for {patch.module}"))
+
+    def dry_run(self, *, ignore_conditions: bool = False) -> dict[str, Outcome]:
+        """What every patch does in this environment, whatever its process: each is
+        applied (importing its target) and everything is reverted afterwards.
+
+        ``ignore_conditions`` checks patches whose condition does not hold here
+        too, so a maintainer sees drift on every in-range target.
+        """
+        for patch in self.patches.values():
+            if ignore_conditions:
+                patch = replace(patch, condition=None)
+            try:
+                self.apply_one(patch, lazy=False)
+            except PatchError:
+                pass  # recorded as drifted or failed
+        outcomes = self.outcomes()
+        self.revert()
+        return outcomes
 
     def _precheck(self, patch: Patch) -> Outcome | None:
         disabled = disabled_ids()

@@ -1,0 +1,161 @@
+"""Test and build sessions, one set per vLLM release listed in compat.toml.
+
+    nox -l                        every session
+    nox -s tests-0.30.0           unit and contract tests against vLLM 0.30.0
+    nox -s e2e-0.30.0             end-to-end tests against vLLM 0.30.0
+    nox -s demo                   the demo, on the newest release
+    nox -s lint                   ruff
+    nox -s build -- 0.30.0        every wheel, the meta-package built for vLLM 0.30.0
+
+Run through ``./dev nox ...``, which installs nox and finds torch's CPU wheel.
+Every environment gets torch's CPU build from the folder pip is configured
+with, and never torchvision, torchaudio or torchcodec (CUDA builds that fail
+to load against CPU torch).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import nox
+from packaging.version import Version
+
+ROOT = Path(__file__).resolve().parent
+COMPAT: dict[str, dict] = tomllib.loads((ROOT / "compat.toml").read_text())["vllm"]
+RELEASES = sorted(COMPAT, key=Version)
+NEWEST = RELEASES[-1]
+PYTHON = "3.11"
+PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
+EXCLUDED = ("torchvision", "torchaudio", "torchcodec")
+COMPONENTS = (
+    "packages/npu-platform",
+    "packages/npu-worker",
+    "packages/npu-attention",
+    "packages/npu-comm",
+    "packages/npu-patches",
+    "packages/npu-testing",
+)
+META_PACKAGE = "packages/vllm-npu"
+BUILD_FOR_ENV = "VLLM_NPU_BUILD_FOR_VLLM"
+"""The vLLM release the meta-package is built for (read by its build hook)."""
+HOST_ENV = {
+    "VLLM_NPU_DEVICE": "host",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "OMP_NUM_THREADS": "1",
+}
+
+nox.options.default_venv_backend = "uv"
+nox.options.error_on_missing_interpreters = True
+
+
+def torch_wheel_folder() -> str:
+    """The folder holding torch's CPU wheel: what pip is configured with."""
+    for name in ("UV_FIND_LINKS", "PIP_FIND_LINKS"):
+        if os.environ.get(name):
+            return os.environ[name]
+    pip = [shutil.which("python3") or sys.executable, "-m", "pip"]
+    found = subprocess.run(
+        [*pip, "config", "get", "global.find-links"], capture_output=True, text=True
+    ).stdout.strip()
+    if not found:
+        raise SystemExit(
+            "nox: no folder with torch's CPU wheel found; set PIP_FIND_LINKS to the "
+            "folder holding torch's CPU wheel (or run through ./dev nox)."
+        )
+    return found
+
+
+def install_release(session: nox.Session, release: str) -> None:
+    """vLLM ``release`` with CPU torch, our packages (editable) and the dev tools.
+
+    The meta-package is built for ``release`` and installed too, so every
+    session proves that its pins resolve.
+    """
+    excludes = Path(session.create_tmp()) / "excludes.txt"
+    excludes.write_text("\n".join(EXCLUDED) + "\n")
+    session.env[BUILD_FOR_ENV] = release
+    editables = [arg for path in COMPONENTS for arg in ("-e", path)]
+    session.install(
+        "--find-links",
+        torch_wheel_folder(),
+        "--excludes",
+        str(excludes),
+        f"vllm=={release}",
+        f"torch=={COMPAT[release]['torch']}+cpu",
+        *editables,
+        META_PACKAGE,
+        *nox.project.dependency_groups(PYPROJECT, "dev"),
+    )
+    session.env.update(HOST_ENV)
+
+
+def _tests_session(release: str) -> None:
+    @nox.session(name=f"tests-{release}", python=PYTHON, default=release == NEWEST)
+    def tests(session: nox.Session) -> None:
+        install_release(session, release)
+        session.run(
+            "python", "-m", "pytest", "-m", "not e2e", *(session.posargs or ["packages", "tests"])
+        )
+
+    tests.__doc__ = f"Unit and contract tests against vLLM {release}."
+
+
+def _e2e_session(release: str) -> None:
+    @nox.session(name=f"e2e-{release}", python=PYTHON, default=False)
+    def e2e(session: nox.Session) -> None:
+        install_release(session, release)
+        session.run("python", "-m", "pytest", *(session.posargs or ["tests/e2e"]))
+
+    e2e.__doc__ = f"End-to-end tests (greedy parity with transformers) on vLLM {release}."
+
+
+for _release in RELEASES:
+    _tests_session(_release)
+    _e2e_session(_release)
+
+
+@nox.session(python=PYTHON, default=False)
+def demo(session: nox.Session) -> None:
+    """The demo on the newest supported release."""
+    install_release(session, NEWEST)
+    session.env["VLLM_NPU_HOST_KV_CACHE_GB"] = "0.5"
+    session.run("python", "examples/demo.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff over the whole repository."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "dev"))
+    session.run("ruff", "check", *(session.posargs or ["."]))
+
+
+@nox.session(python=PYTHON, default=False)
+def build(session: nox.Session) -> None:
+    """Every wheel and sdist into dist/, the meta-package for one release.
+
+    ``nox -s build -- 0.30.0`` (default: the newest release). Then checks
+    that ``vllm-npu`` for that release resolves in a clean environment.
+    """
+    release = session.posargs[0] if session.posargs else NEWEST
+    if release not in COMPAT:
+        session.error(f"vLLM {release} is not in compat.toml (known: {', '.join(RELEASES)}).")
+    out = ROOT / "dist" / f"vllm-{release}"
+    shutil.rmtree(out, ignore_errors=True)
+    session.env[BUILD_FOR_ENV] = release
+    session.run("uv", "build", "--all-packages", "-q", "-o", str(out), external=True)
+    excludes = Path(session.create_tmp()) / "excludes.txt"
+    excludes.write_text("\n".join(EXCLUDED) + "\n")
+    session.run(
+        "uv", "pip", "install", "--dry-run", "--find-links", str(out),
+        "--find-links", torch_wheel_folder(), "--excludes", str(excludes),
+        f"vllm-npu=={COMPAT[release]['vllm-npu']}",
+        f"torch=={COMPAT[release]['torch']}+cpu",
+        external=True,
+    )
+    session.log(f"vllm-npu {COMPAT[release]['vllm-npu']} for vLLM {release}: {out}")
