@@ -1,6 +1,10 @@
 """Test support for vllm-npu: tiny offline checkpoints and Hugging Face references."""
 
-from vllm_npu.testing.hf_reference import hf_greedy_generate, hf_prompt_token_ids
+from vllm_npu.testing.hf_reference import (
+    hf_greedy_generate,
+    hf_greedy_generate_ids,
+    hf_prompt_token_ids,
+)
 from vllm_npu.testing.tiny_models import (
     ARCHITECTURES,
     DEFAULT_PROMPTS,
@@ -16,5 +20,6 @@ __all__ = [
     "build_tiny_model",
     "build_tiny_models",
     "hf_greedy_generate",
+    "hf_greedy_generate_ids",
     "hf_prompt_token_ids",
 ]

@@ -29,6 +29,21 @@ def hf_greedy_generate(
 ) -> list[list[int]]:
     """Greedy-decode exactly ``max_new_tokens`` tokens per prompt on the CPU.
 
+    Prompts are tokenized as vLLM does (special tokens added); see
+    ``hf_greedy_generate_ids``. Returns only the generated token ids.
+    """
+    return hf_greedy_generate_ids(
+        model_path, hf_prompt_token_ids(model_path, prompts), max_new_tokens
+    )
+
+
+def hf_greedy_generate_ids(
+    model_path: str | os.PathLike[str],
+    prompt_token_ids: Sequence[Sequence[int]],
+    max_new_tokens: int,
+) -> list[list[int]]:
+    """Greedy-decode exactly ``max_new_tokens`` tokens after each tokenized prompt.
+
     Each prompt runs alone (no padding) in float32 with eager attention.
     Returns only the generated token ids, one list per prompt.
     """
@@ -46,8 +61,8 @@ def hf_greedy_generate(
     )
     outputs = []
     with torch.inference_mode():
-        for ids in hf_prompt_token_ids(model_path, prompts):
-            input_ids = torch.tensor([ids], dtype=torch.long)
+        for ids in prompt_token_ids:
+            input_ids = torch.tensor([list(ids)], dtype=torch.long)
             generated = model.generate(
                 input_ids,
                 attention_mask=torch.ones_like(input_ids),
