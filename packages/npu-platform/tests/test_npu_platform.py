@@ -57,22 +57,22 @@ def test_default_attention_backend(clean_env) -> None:
     assert _attention_backend() == "vllm_npu.attention.backend.NPUAttentionBackend"
 
 
-def test_researcher_backend_by_environment(clean_env, install_distribution) -> None:
+@pytest.fixture
+def researcher_backend(clean_env, install_distribution) -> None:
+    """A third-party distribution registering the attention backend ``mine``."""
     install_distribution(
         "researcher-attention",
         {"vllm_npu.attention_backends": {"mine": "researcher_attention:ResearcherBackend"}},
         {"researcher_attention.py": RESEARCHER_BACKEND},
     )
+
+
+def test_researcher_backend_by_environment(clean_env, researcher_backend) -> None:
     clean_env.setenv("VLLM_NPU_ATTENTION_BACKEND", "mine")
     assert _attention_backend() == "researcher_attention.ResearcherBackend"
 
 
-def test_researcher_backend_by_additional_config(clean_env, install_distribution) -> None:
-    install_distribution(
-        "researcher-attention",
-        {"vllm_npu.attention_backends": {"mine": "researcher_attention:ResearcherBackend"}},
-        {"researcher_attention.py": RESEARCHER_BACKEND},
-    )
+def test_researcher_backend_by_additional_config(researcher_backend) -> None:
     chosen = _attention_backend({"attention_backend": "mine"})
     assert chosen == "researcher_attention.ResearcherBackend"
 

@@ -17,6 +17,7 @@ from vllm.v1.attention.backend import (
 from vllm.v1.attention.backends.utils import split_decodes_and_prefills
 from vllm.v1.kv_cache_interface import AttentionSpec
 
+from vllm_npu.attention._compat import KVCacheShape
 from vllm_npu.attention.kernels import AttentionKernels, get_kernels
 
 KERNELS_BY_DEVICE_BACKEND = {"host": "reference", "ascend": "ascend"}
@@ -31,7 +32,7 @@ def kernels_for_current_device() -> AttentionKernels:
     return get_kernels(KERNELS_BY_DEVICE_BACKEND.get(name, "reference"))
 
 
-class NPUAttentionBackend(AttentionBackend):
+class NPUAttentionBackend(KVCacheShape, AttentionBackend):
     """Decoder self-attention with a paged KV cache, GQA/MQA, sliding window, soft-cap."""
 
     forward_includes_kv_cache_update: bool = False

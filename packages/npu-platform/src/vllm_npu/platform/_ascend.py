@@ -36,6 +36,7 @@ class AscendBackend:
     dist_backend = "hccl"
     device_control_env_var = "ASCEND_RT_VISIBLE_DEVICES"
     ray_device_key = "NPU"
+    ray_noset_device_env_vars = ("RAY_EXPERIMENTAL_NOSET_ASCEND_RT_VISIBLE_DEVICES",)
 
     def device_count(self) -> int:
         return int(_npu().device_count())

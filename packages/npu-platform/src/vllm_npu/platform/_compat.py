@@ -3,25 +3,115 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any
+
+import torch
+
+from vllm_npu.platform._kernels import compute_slot_mapping
 
 SLOT_MAPPING_KERNEL = "vllm.v1.worker.block_table.ComputeSlotMappingKernel.kernel"
 
 
-def register_slot_mapping_kernel() -> bool:
-    """Route vLLM's Triton slot-mapping kernel to our PyTorch one.
+def compute_slot_mapping_in_kernel_blocks(
+    num_tokens: int,
+    max_num_tokens: int,
+    query_start_loc_ptr: torch.Tensor,
+    positions_ptr: torch.Tensor,
+    block_table_ptr: torch.Tensor,
+    block_table_stride: int,
+    block_size: int,
+    slot_mapping_ptr: torch.Tensor,
+    KV_CACHE_BLOCK_SIZE: int,  # noqa: N803 - the Triton kernel's argument names
+    BLOCKS_PER_KV_BLOCK: int = 1,  # noqa: N803
+    TOTAL_CP_WORLD_SIZE: int = 1,  # noqa: N803
+    TOTAL_CP_RANK: int = 0,  # noqa: N803
+    CP_KV_CACHE_INTERLEAVE_SIZE: int = 1,  # noqa: N803
+    PAD_ID: int = -1,  # noqa: N803
+    BLOCK_SIZE: int = 1024,  # noqa: N803
+) -> None:
+    """The slot-mapping kernel as vLLM before 0.32 calls it.
 
-    Returns False when this vLLM has no kernel dispatcher (the worker then
-    installs the kernel itself).
+    The block table there counts kernel blocks of ``block_size`` tokens,
+    ``BLOCKS_PER_KV_BLOCK`` of them per KV-cache block. Without context
+    parallelism that is the same mapping with ``block_size``-token blocks.
     """
+    if BLOCKS_PER_KV_BLOCK != 1 and TOTAL_CP_WORLD_SIZE != 1:
+        raise NotImplementedError(
+            "vllm-npu: context parallelism with kernel blocks smaller than KV-cache "
+            "blocks needs vLLM 0.32 or newer on this backend."
+        )
+    compute_slot_mapping(
+        num_tokens,
+        max_num_tokens,
+        query_start_loc_ptr,
+        positions_ptr,
+        block_table_ptr,
+        block_table_stride,
+        slot_mapping_ptr,
+        KV_CACHE_BLOCK_SIZE=block_size,
+        TOTAL_CP_WORLD_SIZE=TOTAL_CP_WORLD_SIZE,
+        TOTAL_CP_RANK=TOTAL_CP_RANK,
+        CP_KV_CACHE_INTERLEAVE_SIZE=CP_KV_CACHE_INTERLEAVE_SIZE,
+        PAD_ID=PAD_ID,
+    )
+
+
+class _Launcher:
+    """Stands in for a Triton kernel: ``launcher[grid](...)`` calls ``func``.
+
+    ``arg_names`` and ``func`` are what vLLM's JIT warm-up helpers inspect.
+    """
+
+    def __init__(self, func: Callable[..., None]) -> None:
+        self.func = func
+        self.arg_names = tuple(inspect.signature(func).parameters)
+
+    def __getitem__(self, grid: Any) -> Callable[..., None]:
+        return self.func
+
+
+def _parameter_names(kernel: Any) -> tuple[str, ...]:
+    names = getattr(kernel, "arg_names", None)
+    if names is None:
+        names = inspect.signature(getattr(kernel, "func", kernel)).parameters
+    return tuple(names)
+
+
+def register_slot_mapping_kernel() -> str:
+    """Route vLLM's Triton slot-mapping kernel to our PyTorch one; returns how.
+
+    vLLM 0.31 and newer take it through ``vllm.triton_utils.dispatcher``;
+    0.29-0.30 launch ``_COMPUTE_SLOT_MAPPING_KERNEL.kernel`` and 0.28 the
+    module-level ``_compute_slot_mapping_kernel``, both replaced here. The
+    kernel gained or lost ``block_size``/``BLOCKS_PER_KV_BLOCK`` on the way.
+    """
+    from vllm.v1.worker import block_table
+
+    holder = getattr(block_table, "ComputeSlotMappingKernel", None)
+    kernel = (
+        holder.kernel
+        if holder is not None
+        else block_table._compute_slot_mapping_kernel
+    )
+    names = _parameter_names(kernel)
+    impl = (
+        compute_slot_mapping_in_kernel_blocks
+        if "block_size" in names
+        else compute_slot_mapping
+    )
     try:
         from vllm.triton_utils.dispatcher import register_kernels
     except ImportError:
-        return False
-    from vllm_npu.platform._kernels import compute_slot_mapping
-
-    register_kernels({SLOT_MAPPING_KERNEL: compute_slot_mapping})
-    return True
+        register_kernels = None
+    if register_kernels is not None:
+        register_kernels({SLOT_MAPPING_KERNEL: impl})
+        return "dispatcher"
+    if holder is not None:
+        block_table._COMPUTE_SLOT_MAPPING_KERNEL.kernel = _Launcher(impl)
+        return "kernel object"
+    block_table._compute_slot_mapping_kernel = _Launcher(impl)
+    return "module attribute"
 
 
 def attention_backend_problems(backend_cls: Any, selector_config: Any) -> list[str]:

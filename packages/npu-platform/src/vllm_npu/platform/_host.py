@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import psutil
 import torch
 
@@ -15,9 +17,13 @@ class HostBackend:
     dist_backend = "gloo"
     device_control_env_var = "VLLM_NPU_HOST_VISIBLE_DEVICES"
     ray_device_key = ""
+    ray_noset_device_env_vars: tuple[str, ...] = ()
 
     def device_count(self) -> int:
-        return 1
+        """CPU cores this process may use: ranks share the CPU, at least a core each."""
+        if hasattr(os, "sched_getaffinity"):
+            return len(os.sched_getaffinity(0))
+        return os.cpu_count() or 1
 
     def set_device(self, device: torch.device) -> None:
         """The CPU is always the current device."""

@@ -32,8 +32,13 @@ class DeviceBackend(Protocol):
     dist_backend: str
     device_control_env_var: str
     ray_device_key: str
+    ray_noset_device_env_vars: tuple[str, ...]
+    """Variables that stop Ray from narrowing the visible devices of a worker,
+    so that vLLM's Ray executor can pick the device by local rank."""
 
-    def device_count(self) -> int: ...
+    def device_count(self) -> int:
+        """Devices this process may use; a node runs at most this many ranks."""
+        ...
 
     def set_device(self, device: torch.device) -> None: ...
 

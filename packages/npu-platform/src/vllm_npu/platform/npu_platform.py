@@ -9,7 +9,7 @@ import torch
 from vllm.logger import init_logger
 from vllm.platforms.interface import Platform, PlatformEnum
 
-from vllm_npu.platform import _compat, _config, _env, discovery
+from vllm_npu.platform import _compat, _config, _distributed, _env, discovery
 from vllm_npu.platform.device import select_backend
 from vllm_npu.platform.hooks import run_process_hooks
 
@@ -47,6 +47,7 @@ class NPUPlatform(Platform):
     dist_backend: str = BACKEND.dist_backend
     device_control_env_var: str = BACKEND.device_control_env_var
     ray_device_key: str = BACKEND.ray_device_key
+    ray_noset_device_env_vars: list[str] = list(BACKEND.ray_noset_device_env_vars)
     simple_compile_backend: str = "eager"
     backend = BACKEND
 
@@ -57,6 +58,10 @@ class NPUPlatform(Platform):
     @classmethod
     def import_kernels(cls) -> None:
         """Our kernels are PyTorch or torch_npu; vLLM's compiled ops are not used."""
+
+    @classmethod
+    def device_count(cls) -> int:
+        return BACKEND.device_count()
 
     @classmethod
     def get_device_name(cls, device_id: int = 0) -> str:
@@ -109,10 +114,6 @@ class NPUPlatform(Platform):
         """Our runner keeps one KV cache per layer name."""
 
     @classmethod
-    def supports_structured_output(cls) -> bool:
-        return True
-
-    @classmethod
     def get_device_communicator_cls(cls) -> str:
         return discovery.qualname(discovery.COMMUNICATOR)
 
@@ -152,6 +153,7 @@ class NPUPlatform(Platform):
             ),
         )
         _config.adapt_to_backend(vllm_config, BACKEND)
+        _distributed.check_local_ranks(parallel, BACKEND)
 
     @classmethod
     def register_triton_kernel_overrides(cls) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from vllm.v1.worker.cpu_model_runner import CPUModelRunner
 
+from vllm_npu.worker._compat import TritonReplacements
 
-class HostModelRunner(CPUModelRunner):
+
+class HostModelRunner(TritonReplacements, CPUModelRunner):
     """vLLM's V1 runner with its tensors on the CPU.
 
     ``CPUModelRunner`` needs no compiled ``vllm._C`` op; the attention backend,

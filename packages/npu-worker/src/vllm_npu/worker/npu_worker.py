@@ -9,6 +9,7 @@ from typing import Any
 import psutil
 import torch
 from vllm.config import CompilationMode, VllmConfig
+from vllm.distributed.parallel_state import get_pp_group
 from vllm.logger import init_logger
 from vllm.platforms import current_platform
 from vllm.utils.mem_utils import format_gib
@@ -67,6 +68,18 @@ class NPUWorker(Worker):
         from vllm_npu.worker.host_model_runner import HostModelRunner
 
         self.model_runner = HostModelRunner(self.vllm_config, self.device)
+
+    def load_model(self, *, load_dummy_weights: bool = False) -> None:
+        super().load_model(load_dummy_weights=load_dummy_weights)
+        if not get_pp_group().is_first_rank:
+            # vLLM allocates the buffer for the previous pipeline stage's
+            # activations in its profiling run, which eager host workers skip.
+            runner = self.model_runner
+            runner.intermediate_tensors = runner.model.make_empty_intermediate_tensors(
+                batch_size=runner.max_num_tokens,
+                dtype=self.model_config.dtype,
+                device=self.device,
+            )
 
     def _maybe_get_memory_pool_context(self, tag: str) -> AbstractContextManager[Any]:
         # No sleep-mode allocator exists for our devices.
