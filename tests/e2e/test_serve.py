@@ -40,14 +40,16 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"vllm serve exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+            tail = log.read_text()[-4000:]
+            raise RuntimeError(f"vllm serve exited with {process.returncode}:\n{tail}")
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
                 if response.status == 200:
                     return
         except OSError:
             time.sleep(1)
-    raise TimeoutError(f"vllm serve not healthy after {STARTUP_TIMEOUT_S}s:\n{log.read_text()[-4000:]}")
+    tail = log.read_text()[-4000:]
+    raise TimeoutError(f"vllm serve not healthy after {STARTUP_TIMEOUT_S}s:\n{tail}")
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +153,9 @@ def test_concurrent_clients(server: Server) -> None:
 
 def test_invalid_request_gets_400_and_server_keeps_serving(server: Server) -> None:
     with pytest.raises(openai.BadRequestError) as raised:
-        server.client.completions.create(model="tiny", prompt="Hello", max_tokens=8, temperature=-1.0)
+        server.client.completions.create(
+            model="tiny", prompt="Hello", max_tokens=8, temperature=-1.0
+        )
     assert raised.value.status_code == 400
     assert "temperature" in str(raised.value)
     assert server.process.poll() is None

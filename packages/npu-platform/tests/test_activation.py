@@ -6,8 +6,7 @@ import logging
 
 import pytest
 
-from vllm_npu.platform import PLATFORM_QUALNAME, activate, select_backend
-from vllm_npu.platform import _ascend
+from vllm_npu.platform import PLATFORM_QUALNAME, _ascend, activate, select_backend
 from vllm_npu.platform.device import DeviceBackendError
 
 

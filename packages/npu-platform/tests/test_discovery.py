@@ -31,7 +31,8 @@ def test_missing_component_names_the_distribution_to_install(clean_env) -> None:
 
 def test_unknown_name_lists_what_is_registered(clean_env) -> None:
     clean_env.setenv("VLLM_NPU_ATTENTION_BACKEND", "flash")
-    with pytest.raises(ComponentError, match=r"Unknown attention backend 'flash' \(registered: .*npu"):
+    expected = r"Unknown attention backend 'flash' \(registered: .*npu"
+    with pytest.raises(ComponentError, match=expected):
         discovery.find(discovery.ATTENTION_BACKEND)
 
 

@@ -33,7 +33,7 @@ def test_matches_the_triton_kernel_semantics(world: int, rank: int, interleave: 
     context = [0, 7, 9]
     query_start_loc = [0]
     positions: list[int] = []
-    for length, start in zip(query_lens, context):
+    for length, start in zip(query_lens, context, strict=True):
         query_start_loc.append(query_start_loc[-1] + length)
         positions.extend(range(start, start + length))
     generator = torch.Generator().manual_seed(0)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from tokenizers import Tokenizer
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
 from vllm_npu.testing import (
     ARCHITECTURES,
     DEFAULT_PROMPTS,

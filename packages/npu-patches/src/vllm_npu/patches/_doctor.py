@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from vllm_npu.platform.doctor import Row
-
 from vllm_npu.patches.declaration import PatchStatus
 from vllm_npu.patches.declared import DECLARED_PATCHES
 from vllm_npu.patches.manager import PatchManager
+from vllm_npu.platform.doctor import Row
 
 TROUBLE = (PatchStatus.DRIFTED, PatchStatus.FAILED)
 

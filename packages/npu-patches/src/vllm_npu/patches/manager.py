@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -88,10 +89,8 @@ class PatchManager:
         for patch in self.patches.values():
             if ignore_conditions:
                 patch = replace(patch, condition=None)
-            try:
+            with contextlib.suppress(PatchError):  # recorded as drifted or failed
                 self.apply_one(patch, lazy=False)
-            except PatchError:
-                pass  # recorded as drifted or failed
         outcomes = self.outcomes()
         self.revert()
         return outcomes

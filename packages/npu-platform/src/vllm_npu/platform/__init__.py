@@ -38,4 +38,12 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(_LAZY[name]), name)
 
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "PLATFORM_QUALNAME",
+    "ComponentError",
+    "DeviceBackend",
+    "DeviceBackendError",
+    "Selection",
+    "activate",
+    "select_backend",
+]

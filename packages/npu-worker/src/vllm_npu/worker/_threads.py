@@ -34,7 +34,10 @@ def host_thread_count(local_world_size: int) -> int | None:
         return count
     if os.environ.get("OMP_NUM_THREADS", "").strip():
         return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count() or 1
     return max(1, cores // (local_world_size + 1))
 
 
