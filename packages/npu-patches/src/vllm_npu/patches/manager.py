@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from packaging.specifiers import SpecifierSet
-from vllm.logger import init_logger
 
 from vllm_npu.patches import _lazy, _target
 from vllm_npu.patches.declaration import Patch, PatchStatus, Process, fingerprint_of
 from vllm_npu.platform.versions import VERSION_OVERRIDE_ENV, vllm_version
 
-logger = init_logger("vllm.vllm_npu.patches")
+# vLLM's logger hierarchy without importing vLLM (``vllm-npu patches`` and the doctor
+# run without it): vLLM's handler prints these lines in every vLLM process.
+logger = logging.getLogger("vllm.vllm_npu.patches")
 
 DISABLE_ENV = "VLLM_NPU_DISABLE_PATCHES"
 PATCH_MARKER = "__vllm_npu_patch__"

@@ -34,6 +34,7 @@ class AscendBackend:
     device_type = "npu"
     dispatch_key = "PrivateUse1"
     dist_backend = "hccl"
+    kernel_set = "ascend"
     device_control_env_var = "ASCEND_RT_VISIBLE_DEVICES"
     ray_device_key = "NPU"
     ray_noset_device_env_vars = ("RAY_EXPERIMENTAL_NOSET_ASCEND_RT_VISIBLE_DEVICES",)

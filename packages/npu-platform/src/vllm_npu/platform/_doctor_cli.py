@@ -10,13 +10,18 @@ from typing import Any
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("doctor", help="check that this installation is sound")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--load",
+        action="store_true",
+        help="import every entry point instead of checking it statically (slower)",
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from vllm_npu.platform.doctor import run_checks
 
-    report = run_checks()
+    report = run_checks(load_entry_points=args.load)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:

@@ -15,6 +15,7 @@ class HostBackend:
     device_type = "cpu"
     dispatch_key = "CPU"
     dist_backend = "gloo"
+    kernel_set = "reference"
     device_control_env_var = "VLLM_NPU_HOST_VISIBLE_DEVICES"
     ray_device_key = ""
     ray_noset_device_env_vars: tuple[str, ...] = ()

@@ -32,6 +32,9 @@ class DeviceBackend(Protocol):
     dist_backend: str
     device_control_env_var: str
     ray_device_key: str
+    kernel_set: str
+    """Which implementation of each kernel runs: "ascend" (torch_npu's fused ops) or
+    "reference" (portable PyTorch); attention, custom ops and the model runner follow it."""
     ray_noset_device_env_vars: tuple[str, ...]
     """Variables that stop Ray from narrowing the visible devices of a worker,
     so that vLLM's Ray executor can pick the device by local rank."""

@@ -18,6 +18,7 @@ from importlib.metadata import PackageNotFoundError, entry_points, version
 from packaging.version import Version
 
 from vllm_npu.platform import _env, _native, discovery
+from vllm_npu.platform._entry_points import load_problem
 from vllm_npu.platform.versions import VllmVersion
 
 DISTRIBUTIONS = (
@@ -165,17 +166,21 @@ def device_rows() -> Iterable[Row]:
                   "VLLM_TARGET_DEVICE=cpu makes vLLM skip every platform plugin; unset it")
 
 
-def entry_point_rows() -> Iterable[Row]:
+def entry_point_rows(load: bool = False) -> Iterable[Row]:
+    """Each entry point of ours and of vLLM's plugin groups: owner, and whether it loads.
+
+    By default the check is static for modules not yet imported (see
+    ``_entry_points``); ``load`` imports every one for real, which takes longer.
+    """
     allowed = os.environ.get("VLLM_PLUGINS")
+    how = "loads" if load else "resolves"
     for group in PLUGIN_GROUPS:
         for entry_point in sorted(entry_points(group=group), key=lambda ep: ep.name):
             owner = entry_point.dist.name if entry_point.dist else "?"
             item = f"{group}:{entry_point.name}"
-            try:
-                entry_point.load()
-            except Exception as error:
-                yield Row("entry points", item, f"{entry_point.value} ({owner})",
-                          f"fails to load: {error}")
+            failure = load_problem(entry_point, load=load)
+            if failure:
+                yield Row("entry points", item, f"{entry_point.value} ({owner})", failure)
                 continue
             problem = ""
             if (
@@ -185,7 +190,7 @@ def entry_point_rows() -> Iterable[Row]:
                 and entry_point.name not in allowed.split(",")
             ):
                 problem = f"not in VLLM_PLUGINS={allowed}: vLLM will not load it"
-            yield Row("entry points", item, f"{entry_point.value} ({owner}), loads", problem)
+            yield Row("entry points", item, f"{entry_point.value} ({owner}), {how}", problem)
 
 
 def component_rows() -> Iterable[Row]:
@@ -212,23 +217,24 @@ def environment_rows() -> Iterable[Row]:
             yield Row("environment", name, os.environ[name])
 
 
-TORCH_CHECKS: tuple[Callable[[], Iterable[Row]], ...] = (
-    device_rows,
-    entry_point_rows,
-    component_rows,
-    contributed_rows,
-)
-"""Checks that import torch (directly or through the code they load)."""
+def torch_checks(load_entry_points: bool) -> tuple[Callable[[], Iterable[Row]], ...]:
+    """Checks that import torch (directly or through the code they load)."""
+    return (
+        device_rows,
+        lambda: entry_point_rows(load=load_entry_points),
+        component_rows,
+        contributed_rows,
+    )
 
 
-def run_checks() -> Report:
+def run_checks(load_entry_points: bool = False) -> Report:
     report = Report(rows=[*distribution_rows(), *version_rows()])
     torch_broken = list(torch_npu_rows())
     report.rows.extend(torch_broken)
     if torch_broken:
         report.rows.append(Row("device", "other checks", "skipped: torch cannot be imported"))
     else:
-        for check in TORCH_CHECKS:
+        for check in torch_checks(load_entry_points):
             report.rows.extend(check())
     report.rows.extend(environment_rows())
     return report
