@@ -95,7 +95,8 @@ def main() -> None:
     mode = "compiled" if args.compile else "eager"
     print(f"\n{args.prompts} prompts x {args.max_tokens} new tokens, {args.arch}, float32")
     print(f"{'engine':<44}{'tokens/s':>10}")
-    print(f"{'transformers generate (batched, ' + str(args.hf_threads) + ' threads)':<44}{hf:>10.1f}")
+    hf_label = f"transformers generate (batched, {args.hf_threads} threads)"
+    print(f"{hf_label:<44}{hf:>10.1f}")
     print(f"{'vLLM + vllm-npu host (' + mode + ')':<44}{plugin:>10.1f}")
     print(f"{'ratio vLLM / transformers':<44}{plugin / hf:>10.2f}")
 

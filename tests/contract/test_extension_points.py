@@ -10,6 +10,7 @@ with the releases that lack it; an entry no supported release needs fails too.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 from dataclasses import dataclass, field
@@ -46,6 +47,9 @@ class ExtensionPoint:
     duck_typed: dict[str, str] = field(default_factory=dict)
     """Methods vLLM calls without declaring them on the base: name -> the
     ``module:Class`` of an in-tree implementation whose signature we match."""
+    called_like: dict[str, str] = field(default_factory=dict)
+    """Our method -> the base's method vLLM calls it in place of, with the same
+    arguments (``CustomOp`` dispatches ``forward`` to ``forward_oot``)."""
 
     @property
     def id(self) -> str:
@@ -87,6 +91,8 @@ EXTENSION_POINTS = (
     ExtensionPoint(
         "vllm_npu.attention.backend:NPUAttentionImpl",
         "vllm.v1.attention.backend:AttentionImpl",
+        # Our Ascend model runner zeroes KV blocks through zero_kv_blocks.
+        own=frozenset({"kernel_kv_cache", "zero_kv_blocks"}),
         # Called by the attention layer when forward_includes_kv_cache_update
         # is False; only MLA declares it, with other arguments.
         duck_typed={
@@ -102,11 +108,33 @@ EXTENSION_POINTS = (
     ExtensionPoint(
         "vllm_npu.worker.npu_worker:NPUWorker",
         "vllm.v1.worker.gpu_worker:Worker",
-        own=frozenset({"_warm_up_if_compiled"}),
+        own=frozenset({"_warm_up_if_compiled", "_npu_kv_cache_bytes"}),
     ),
     ExtensionPoint(
         "vllm_npu.worker.host_model_runner:HostModelRunner",
         "vllm.v1.worker.cpu_model_runner:CPUModelRunner",
+    ),
+    ExtensionPoint(
+        "vllm_npu.worker.ascend_model_runner:AscendModelRunner",
+        "vllm.v1.worker.cpu_model_runner:CPUModelRunner",
+    ),
+    ExtensionPoint(
+        "vllm_npu.worker.custom_ops:NPURMSNorm",
+        "vllm.model_executor.layers.layernorm:RMSNorm",
+        called_like={"forward_oot": "forward_native"},
+        own=frozenset({"kernel_set"}),
+    ),
+    ExtensionPoint(
+        "vllm_npu.worker.custom_ops:NPURotaryEmbedding",
+        "vllm.model_executor.layers.rotary_embedding:RotaryEmbedding",
+        called_like={"forward_oot": "forward_native"},
+        own=frozenset({"kernel_set"}),
+    ),
+    ExtensionPoint(
+        "vllm_npu.worker.custom_ops:NPUSiluAndMul",
+        "vllm.model_executor.layers.activation:SiluAndMul",
+        called_like={"forward_oot": "forward_native"},
+        own=frozenset({"kernel_set"}),
     ),
 )
 
@@ -250,7 +278,7 @@ def test_every_override_exists_with_a_compatible_signature(
         lacking = point.not_in_vllm.get(name)
         reference = _load(point.duck_typed[name]) if name in point.duck_typed else base
         try:
-            theirs = _raw_in_vllm(reference, name)
+            theirs = _raw_in_vllm(reference, point.called_like.get(name, name))
         except AttributeError:
             if lacking is None or not _in_this_vllm(lacking):
                 problems.append(
@@ -264,6 +292,14 @@ def test_every_override_exists_with_a_compatible_signature(
             )
         ours_kind, their_kind = _kind(raw), _kind(theirs)
         if their_kind == "attribute" and ours_kind == "attribute":
+            continue
+        if name in point.called_like and (ours_kind, their_kind) == ("method", "staticmethod"):
+            # Called through the instance either way: compare without ``self``.
+            mine = functools.partial(_function(raw), None)
+            problems += [
+                f"{point.id}.{name}: {problem}"
+                for problem in signature_problems(mine, _function(theirs))
+            ]
             continue
         if ours_kind != their_kind:
             problems.append(

@@ -363,10 +363,8 @@ def test_unknown_kernel_set_names_registered_sets() -> None:
 def test_register_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kernels, "_KERNELS_BY_NAME", {})
 
-    class Custom:
+    class Custom(_reference.ReferenceKernels):
         name = "custom"
-        write_kv_cache = staticmethod(write_kv_cache)
-        paged_attention = staticmethod(paged_attention)
 
     custom = Custom()
     kernels.register_kernels("custom", custom)

@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from vllm.v1.attention.backend import AttentionBackend
 
 
 class _ShapeFromVllm:
-    """vLLM computes the KV cache shape itself (0.29 onwards)."""
+    """vLLM computes the KV cache shape itself (0.29 onwards), in a physical layout
+    it lets the backends choose."""
+
+    @classmethod
+    def supported_kv_cache_layouts(cls) -> tuple[Any, ...] | None:
+        """Layer-compact, identity order (each layer's ``[blocks, heads, block, K|V]``
+        one contiguous piece) when the kernels reinterpret the memory in a layout of
+        their own; any layout otherwise."""
+        from vllm.v1.kv_cache_layout import KVCacheLayout
+
+        from vllm_npu.attention.backend import kernels_for_current_device
+
+        kernels = kernels_for_current_device()
+        if kernels.kv_cache_shape(1, kernels.block_size or 16, 1, 1) is None:
+            return None
+        return (KVCacheLayout.LBHNC,)
 
 
 class _ShapeFromBackend:
@@ -20,8 +37,14 @@ class _ShapeFromBackend:
         head_size: int,
         cache_dtype_str: str = "auto",
     ) -> tuple[int, ...]:
-        """K and V side by side in the last dim, as vLLM lays them out from 0.29 on."""
-        return (num_blocks, num_kv_heads, block_size, 2 * head_size)
+        """The current kernel set's layout, else K and V side by side in the last dim
+        (as vLLM lays them out itself from 0.29 on)."""
+        from vllm_npu.attention.backend import kernels_for_current_device
+
+        shape = kernels_for_current_device().kv_cache_shape(
+            num_blocks, block_size, num_kv_heads, head_size
+        )
+        return shape or (num_blocks, num_kv_heads, block_size, 2 * head_size)
 
 
 KVCacheShape: type = (

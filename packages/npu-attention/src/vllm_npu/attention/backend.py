@@ -20,16 +20,25 @@ from vllm.v1.kv_cache_interface import AttentionSpec
 from vllm_npu.attention._compat import KVCacheShape
 from vllm_npu.attention.kernels import AttentionKernels, get_kernels
 
-KERNELS_BY_DEVICE_BACKEND = {"host": "reference", "ascend": "ascend"}
+DEFAULT_KERNEL_SET = "reference"
+"""The kernels on a platform without a device backend of ours (vLLM's CPU platform)."""
 
 
 def kernels_for_current_device() -> AttentionKernels:
-    """The kernel set of the platform's device backend."""
+    """The kernel set the platform's device backend names (``backend.kernel_set``)."""
     from vllm.platforms import current_platform
 
     device_backend = getattr(current_platform, "backend", None)
-    name = getattr(device_backend, "name", "host")
-    return get_kernels(KERNELS_BY_DEVICE_BACKEND.get(name, "reference"))
+    if device_backend is None:
+        return get_kernels(DEFAULT_KERNEL_SET)
+    kernel_set = getattr(device_backend, "kernel_set", None)
+    if kernel_set is None:
+        raise TypeError(
+            f"device backend {getattr(device_backend, 'name', device_backend)!r} names no "
+            "attention kernel set (kernel_set); upgrade vllm-npu-platform to match "
+            "vllm-npu-attention"
+        )
+    return get_kernels(kernel_set)
 
 
 class NPUAttentionBackend(KVCacheShape, AttentionBackend):
@@ -56,9 +65,25 @@ class NPUAttentionBackend(KVCacheShape, AttentionBackend):
     def get_builder_cls() -> type[NPUAttentionMetadataBuilder]:
         return NPUAttentionMetadataBuilder
 
+    @staticmethod
+    def get_supported_kernel_block_sizes(kv_cache_spec: Any = None) -> list[Any]:
+        """The block size the current kernel set requires, else vLLM's default (any).
+
+        vLLM 0.31 onwards passes the layer's ``KVCacheSpec``; earlier releases nothing.
+        """
+        block_size = kernels_for_current_device().block_size
+        if block_size is None:
+            return AttentionBackend.get_supported_kernel_block_sizes()
+        return [block_size]
+
+    @classmethod
+    def supports_dtype(cls, dtype: torch.dtype) -> bool:
+        return dtype in kernels_for_current_device().dtypes
+
     @classmethod
     def supports_sliding_window(cls) -> bool:
-        return True
+        kernels = kernels_for_current_device()
+        return not kernels.unsupported(sliding_window=1, logits_soft_cap=None)
 
     @classmethod
     def supports_attn_type(cls, attn_type: str) -> bool:
@@ -115,8 +140,7 @@ class NPUAttentionMetadataBuilder(AttentionMetadataBuilder[NPUAttentionMetadata]
         prefill_query_start_loc = None
         if num_prefills:
             prefill_query_start_loc = (
-                common.query_start_loc[num_decodes : common.num_reqs + 1]
-                - num_decode_tokens
+                common.query_start_loc[num_decodes : common.num_reqs + 1] - num_decode_tokens
             )
         return NPUAttentionMetadata(
             num_actual_tokens=common.num_actual_tokens,
@@ -149,7 +173,12 @@ class NPUAttentionImpl(AttentionImpl[NPUAttentionMetadata]):
         kv_sharing_target_layer_name: str | None = None,
         sinks: torch.Tensor | None = None,
     ) -> None:
-        unsupported = []
+        self.kernels = kernels_for_current_device()
+        unsupported = list(
+            self.kernels.unsupported(
+                sliding_window=sliding_window, logits_soft_cap=logits_soft_cap or None
+            )
+        )
         if alibi_slopes is not None:
             unsupported.append("ALiBi")
         if sinks is not None:
@@ -160,7 +189,8 @@ class NPUAttentionImpl(AttentionImpl[NPUAttentionMetadata]):
             unsupported.append(f"kv_cache_dtype={kv_cache_dtype}")
         if unsupported:
             raise NotImplementedError(
-                f"vllm-npu attention does not support {', '.join(unsupported)}; "
+                f"vllm-npu attention ({self.kernels.name} kernels) does not support "
+                f"{', '.join(unsupported)}; "
                 "select another attention backend with VLLM_NPU_ATTENTION_BACKEND."
             )
         self.num_heads = num_heads
@@ -172,7 +202,37 @@ class NPUAttentionImpl(AttentionImpl[NPUAttentionMetadata]):
         self.kv_cache_dtype = kv_cache_dtype
         self.attn_type = attn_type
         self.kv_sharing_target_layer_name = kv_sharing_target_layer_name
-        self.kernels = kernels_for_current_device()
+
+    def kernel_kv_cache(self, kv_cache: torch.Tensor) -> torch.Tensor:
+        """The layer's KV cache in the layout of our kernels.
+
+        vLLM hands every backend the view ``[num_blocks, num_kv_heads, block_size,
+        2 * head_size]``; a kernel set with a layout of its own (``kv_cache_shape``)
+        gets the same memory reinterpreted. Only our kernels read or write it, so the
+        interpretation is consistent; blocks are zeroed through ``zero_kv_blocks``.
+        """
+        if kv_cache.dim() != 4:  # vLLM 0.28 allocated it in our shape (get_kv_cache_shape)
+            return kv_cache
+        num_blocks, num_kv_heads, block_size, kv_size = kv_cache.shape
+        shape = self.kernels.kv_cache_shape(num_blocks, block_size, num_kv_heads, kv_size // 2)
+        if shape is None:
+            return kv_cache
+        if not kv_cache.is_contiguous():
+            raise ValueError(
+                f"vllm-npu: the {self.kernels.name} attention kernels need each layer's KV "
+                "cache in one contiguous piece; unset kv_cache_layout / KV connectors "
+                "that change vLLM's KV cache layout."
+            )
+        return kv_cache.view(shape)
+
+    def zero_kv_blocks(self, kv_cache: torch.Tensor, block_ids: list[int]) -> None:
+        """Zero the memory of ``block_ids`` in ``kv_cache`` (vLLM's view of it)."""
+        view = self.kernel_kv_cache(kv_cache)
+        ids = torch.tensor(block_ids, dtype=torch.long, device=kv_cache.device)
+        if view.dim() == 4:  # vLLM's view: blocks first
+            view[ids] = 0
+        else:  # a kernel layout: (2, num_blocks, ...), see AttentionKernels.kv_cache_shape
+            view[:, ids] = 0
 
     def do_kv_cache_update(
         self,
@@ -182,7 +242,7 @@ class NPUAttentionImpl(AttentionImpl[NPUAttentionMetadata]):
         kv_cache: torch.Tensor,
         slot_mapping: torch.Tensor,
     ) -> None:
-        self.kernels.write_kv_cache(key, value, kv_cache, slot_mapping)
+        self.kernels.write_kv_cache(key, value, self.kernel_kv_cache(kv_cache), slot_mapping)
 
     def forward(
         self,
@@ -203,6 +263,7 @@ class NPUAttentionImpl(AttentionImpl[NPUAttentionMetadata]):
             # Profiling run: no KV cache yet.
             return output
         meta = attn_metadata
+        kv_cache = self.kernel_kv_cache(kv_cache)
         decodes, decode_tokens = meta.num_decodes, meta.num_decode_tokens
         common = dict(
             scale=self.scale,

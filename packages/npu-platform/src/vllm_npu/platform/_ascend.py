@@ -10,16 +10,31 @@ import torch
 
 
 def unavailable_reason() -> str | None:
-    """Why the Ascend backend cannot be used here, or None when it can."""
+    """Why the Ascend backend cannot be used here, or None when it can.
+
+    Tells apart: torch_npu not installed; installed but CANN missing (its import
+    fails on CANN's shared libraries); CANN present but no usable NPU (driver
+    missing, or every device hidden).
+    """
     if importlib.util.find_spec("torch_npu") is None:
-        return "torch_npu is not installed"
+        return "torch_npu is not installed (pip install 'vllm-npu[ascend]')"
     try:
         importlib.import_module("torch_npu")
     except Exception as error:  # torch_npu raises ImportError/OSError/RuntimeError
-        return f"torch_npu does not import ({error}); is CANN installed and sourced?"
+        return (
+            f"torch_npu is installed but does not import ({error}): CANN is missing or "
+            "not sourced; install CANN and source its set_env.sh"
+        )
     npu = getattr(torch, "npu", None)
-    if npu is None or npu.device_count() == 0:
-        return "torch_npu imports but sees no NPU (check the driver and ASCEND_RT_VISIBLE_DEVICES)"
+    try:
+        count = npu.device_count() if npu is not None else 0
+    except Exception as error:
+        return f"torch_npu imports but the NPU driver does not answer ({error}); check the driver"
+    if count == 0:
+        return (
+            "torch_npu imports but sees no NPU: the NPU driver is missing, or "
+            "ASCEND_RT_VISIBLE_DEVICES hides every device"
+        )
     return None
 
 

@@ -54,7 +54,14 @@ def adapt_to_backend(vllm_config: VllmConfig, backend: DeviceBackend) -> None:
         if name.startswith("fuse_"):
             _turn_off(pass_config, name, False, f"compilation pass {name}", why)
 
-    if compilation.mode == CompilationMode.VLLM_COMPILE:
+    if backend.kernel_set == "ascend" and compilation.mode != CompilationMode.NONE:
+        # Inductor emits Triton/C++ kernels, not NPU ones, and ACL graph capture is
+        # not implemented: the torch_npu kernels run eagerly.
+        compilation.mode = CompilationMode.NONE
+        if compilation.custom_ops == ["none"]:  # vLLM's default for compiled modes
+            compilation.custom_ops = ["all"]
+        _announce(f"vllm-npu: graph compilation turned off ({why}); running eagerly.")
+    elif compilation.mode == CompilationMode.VLLM_COMPILE:
         # Piecewise compilation splits graphs for CUDA graphs, which no backend
         # of ours captures; tracing once into inductor is the fastest mode seen.
         compilation.mode = CompilationMode.DYNAMO_TRACE_ONCE
@@ -72,3 +79,28 @@ def adapt_to_backend(vllm_config: VllmConfig, backend: DeviceBackend) -> None:
         # platform makes the same choice.
         os.environ["VLLM_WORKER_MULTIPROC_METHOD"] = "spawn"
         _announce("vllm-npu: engine and worker processes are spawned, not forked.")
+
+
+def adapt_block_size(vllm_config: VllmConfig, supported: list[Any]) -> None:
+    """Use a KV cache block size the attention kernels support.
+
+    ``supported`` is the attention backend's ``get_supported_kernel_block_sizes()``:
+    ints, or vLLM's ``MultipleOf`` (any multiple works). An unsupported size the
+    user chose is an error; vLLM's default is replaced by the first supported int.
+    """
+    cache = vllm_config.cache_config
+    sizes = [size for size in supported if isinstance(size, int)]
+    multiples = [getattr(size, "base", None) for size in supported if not isinstance(size, int)]
+    block_size = cache.block_size
+    if block_size is None or not sizes:
+        return
+    if block_size in sizes or any(m and block_size % m == 0 for m in multiples):
+        return
+    if getattr(cache, "user_specified_block_size", False):
+        raise ValueError(
+            f"vllm-npu: block_size {block_size} is not supported by the attention "
+            f"kernels here (supported: {', '.join(map(str, sizes))}); pass --block-size "
+            f"{sizes[0]} or leave it unset."
+        )
+    cache.block_size = sizes[0]
+    _announce(f"vllm-npu: KV cache block size {sizes[0]}, as the attention kernels require.")

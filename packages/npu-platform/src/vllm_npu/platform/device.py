@@ -1,9 +1,13 @@
 """Device backends: the small interface the platform runs on, and its selection.
 
-Two backends exist: ``ascend`` (torch_npu, HCCL) and ``host`` (the CPU with
-portable PyTorch kernels and gloo). The host backend is chosen only when asked
-for with ``VLLM_NPU_DEVICE=host``; Ascend is chosen when torch_npu imports and
-reports devices. Otherwise no backend is usable and the plugin stays inactive.
+Two backends are built in: ``ascend`` (torch_npu, HCCL) and ``host`` (the CPU
+with portable PyTorch kernels and gloo). The host backend is chosen only when
+asked for with ``VLLM_NPU_DEVICE=host``; Ascend is chosen when torch_npu imports
+and reports devices. Otherwise no backend is usable and the plugin stays inactive.
+Other distributions may add backends, chosen by name only, through the
+``vllm_npu.device_backends`` entry point group (``name = module:Class``; the
+class is instantiated without arguments and raises ``DeviceBackendError`` when
+it cannot be used here): the test-only ``ascend-standin`` backend is one.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import torch
 from vllm_npu.platform import _env
 
 BACKEND_NAMES = ("host", "ascend")
+"""The built-in backends."""
+BACKENDS_GROUP = "vllm_npu.device_backends"
 
 
 class DeviceBackendError(RuntimeError):
@@ -70,10 +76,7 @@ def select_backend() -> Selection:
     if requested is not None:
         requested = requested.lower()
         if requested not in BACKEND_NAMES:
-            raise DeviceBackendError(
-                f"{_env.DEVICE}={requested!r} is not a device backend; "
-                f"set it to one of {', '.join(BACKEND_NAMES)} or unset it."
-            )
+            return _plugged_in_backend(requested)
     if requested == "host":
         from vllm_npu.platform._host import HostBackend
 
@@ -89,3 +92,30 @@ def select_backend() -> Selection:
             f"{_env.DEVICE}=ascend but the Ascend backend is unusable: {problem}."
         )
     return Selection(None, problem)
+
+
+def _plugged_in_backend(name: str) -> Selection:
+    from importlib.metadata import entry_points
+
+    found = {entry_point.name: entry_point for entry_point in entry_points(group=BACKENDS_GROUP)}
+    if name not in found:
+        names = ", ".join((*BACKEND_NAMES, *sorted(found)))
+        raise DeviceBackendError(
+            f"{_env.DEVICE}={name!r} is not a device backend; set it to one of {names} "
+            "or unset it."
+        )
+    entry_point = found[name]
+    owner = entry_point.dist.name if entry_point.dist else entry_point.value
+    try:
+        backend = entry_point.load()()
+    except DeviceBackendError:
+        raise
+    except Exception as error:
+        raise DeviceBackendError(
+            f"{_env.DEVICE}={name}: the backend from {owner} fails to load ({error})."
+        ) from error
+    if not isinstance(backend, DeviceBackend):
+        raise DeviceBackendError(
+            f"{_env.DEVICE}={name}: {entry_point.value} from {owner} is not a device backend."
+        )
+    return Selection(backend, f"{_env.DEVICE}={name} ({owner})")

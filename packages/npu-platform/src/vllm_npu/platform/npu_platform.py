@@ -98,7 +98,7 @@ class NPUPlatform(Platform):
 
     @classmethod
     def is_pin_memory_available(cls) -> bool:
-        return BACKEND.name != "host"
+        return BACKEND.device_type != "cpu"
 
     @classmethod
     def inference_mode(cls) -> Any:
@@ -145,7 +145,7 @@ class NPUPlatform(Platform):
         parallel = vllm_config.parallel_config
         if parallel.worker_cls == "auto":
             parallel.worker_cls = discovery.qualname(discovery.WORKER)
-        discovery.find(
+        attention = discovery.find(
             discovery.ATTENTION_BACKEND,
             discovery.requested_name(
                 discovery.ATTENTION_BACKEND,
@@ -153,6 +153,8 @@ class NPUPlatform(Platform):
             ),
         )
         _config.adapt_to_backend(vllm_config, BACKEND)
+        attention_cls = discovery.load(discovery.ATTENTION_BACKEND, attention)
+        _config.adapt_block_size(vllm_config, attention_cls.get_supported_kernel_block_sizes())
         _distributed.check_local_ranks(parallel, BACKEND)
 
     @classmethod

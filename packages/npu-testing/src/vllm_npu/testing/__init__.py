@@ -3,6 +3,7 @@
 from vllm_npu.testing.hf_reference import (
     hf_greedy_generate,
     hf_greedy_generate_ids,
+    hf_greedy_margins,
     hf_prompt_token_ids,
 )
 from vllm_npu.testing.tiny_models import (
@@ -21,5 +22,6 @@ __all__ = [
     "build_tiny_models",
     "hf_greedy_generate",
     "hf_greedy_generate_ids",
+    "hf_greedy_margins",
     "hf_prompt_token_ids",
 ]

@@ -25,7 +25,10 @@ def hf_prompt_token_ids(
 
 
 def hf_greedy_generate(
-    model_path: str | os.PathLike[str], prompts: Sequence[str], max_new_tokens: int
+    model_path: str | os.PathLike[str],
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    dtype: torch.dtype = torch.float32,
 ) -> list[list[int]]:
     """Greedy-decode exactly ``max_new_tokens`` tokens per prompt on the CPU.
 
@@ -33,7 +36,7 @@ def hf_greedy_generate(
     ``hf_greedy_generate_ids``. Returns only the generated token ids.
     """
     return hf_greedy_generate_ids(
-        model_path, hf_prompt_token_ids(model_path, prompts), max_new_tokens
+        model_path, hf_prompt_token_ids(model_path, prompts), max_new_tokens, dtype
     )
 
 
@@ -41,14 +44,15 @@ def hf_greedy_generate_ids(
     model_path: str | os.PathLike[str],
     prompt_token_ids: Sequence[Sequence[int]],
     max_new_tokens: int,
+    dtype: torch.dtype = torch.float32,
 ) -> list[list[int]]:
     """Greedy-decode exactly ``max_new_tokens`` tokens after each tokenized prompt.
 
-    Each prompt runs alone (no padding) in float32 with eager attention.
+    Each prompt runs alone (no padding) in ``dtype`` with eager attention.
     Returns only the generated token ids, one list per prompt.
     """
     model = AutoModelForCausalLM.from_pretrained(
-        model_path, dtype=torch.float32, attn_implementation="eager"
+        model_path, dtype=dtype, attn_implementation="eager"
     ).eval()
     # generate() fills every unset option from model.generation_config, so
     # replace it: no EOS to stop at and none of the checkpoint's sampling
@@ -70,3 +74,38 @@ def hf_greedy_generate_ids(
             )
             outputs.append(generated[0, len(ids) :].tolist())
     return outputs
+
+
+def hf_greedy_margins(
+    model_path: str | os.PathLike[str], prompts: Sequence[str], max_new_tokens: int
+) -> list[float]:
+    """For each prompt, the smallest gap between the best and second-best logit over
+    its float32 greedy continuation.
+
+    A gap below the rounding error of a lower precision (float16: about 1e-2 on
+    these models) is a near-tie that any two correct float16 implementations may
+    break differently; parity tests in float16 use prompts with clear decisions.
+    """
+    model = AutoModelForCausalLM.from_pretrained(
+        model_path, dtype=torch.float32, attn_implementation="eager"
+    ).eval()
+    model.generation_config = GenerationConfig(
+        do_sample=False,
+        num_beams=1,
+        bos_token_id=model.config.bos_token_id,
+        pad_token_id=model.config.pad_token_id,
+    )
+    margins = []
+    with torch.inference_mode():
+        for ids in hf_prompt_token_ids(model_path, prompts):
+            input_ids = torch.tensor([ids], dtype=torch.long)
+            generated = model.generate(
+                input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                max_new_tokens=max_new_tokens,
+                output_logits=True,
+                return_dict_in_generate=True,
+            )
+            top2 = torch.stack(generated.logits).float().topk(2, dim=-1).values
+            margins.append(float((top2[..., 0] - top2[..., 1]).min()))
+    return margins

@@ -17,8 +17,10 @@ from vllm.utils.torch_utils import set_random_seed
 from vllm.v1.worker.gpu_worker import Worker, init_worker_distributed_environment
 from vllm.v1.worker.worker_base import CompilationTimes
 
+from vllm_npu.platform.device import DeviceBackend
 from vllm_npu.platform.hooks import run_process_hooks
 from vllm_npu.worker._threads import apply_host_threads
+from vllm_npu.worker.custom_ops import register_custom_ops
 
 logger = init_logger("vllm.vllm_npu.worker")
 
@@ -38,6 +40,8 @@ class NPUWorker(Worker):
         is_driver_worker: bool = False,
     ) -> None:
         run_process_hooks("worker")
+        # Before any model layer exists: CustomOp picks the class at construction.
+        register_custom_ops()
         super().__init__(
             vllm_config,
             local_rank,
@@ -47,16 +51,16 @@ class NPUWorker(Worker):
         )
         # Model Runner V2 needs Triton kernels on the device; we run V1.
         self.use_v2_model_runner = False
-        self.backend_name: str = current_platform.backend.name  # type: ignore[attr-defined]
+        self.device_backend: DeviceBackend = current_platform.backend  # type: ignore[attr-defined]
 
     def init_device(self) -> None:
-        if self.backend_name != "host":
-            raise NotImplementedError(
-                "vllm-npu: the Ascend model runner is not available in this release; "
-                "run with VLLM_NPU_DEVICE=host to use the host backend."
-            )
-        self.device = torch.device("cpu")
-        apply_host_threads(self.parallel_config.local_world_size)
+        backend = self.device_backend
+        if backend.device_type == "cpu":
+            self.device = torch.device("cpu")
+            apply_host_threads(self.parallel_config.local_world_size)
+        else:
+            self.device = torch.device(f"{backend.device_type}:{self.local_rank}")
+            backend.set_device(self.device)
         init_worker_distributed_environment(
             self.vllm_config,
             self.rank,
@@ -65,9 +69,7 @@ class NPUWorker(Worker):
             current_platform.dist_backend,
         )
         set_random_seed(self.model_config.seed)
-        from vllm_npu.worker.host_model_runner import HostModelRunner
-
-        self.model_runner = HostModelRunner(self.vllm_config, self.device)
+        self.model_runner = _runner_class(backend)(self.vllm_config, self.device)
 
     def load_model(self, *, load_dummy_weights: bool = False) -> None:
         super().load_model(load_dummy_weights=load_dummy_weights)
@@ -92,13 +94,17 @@ class NPUWorker(Worker):
         logger.warning("vllm-npu: sleep mode is not supported; ignored.")
 
     def determine_available_memory(self) -> int:
-        """Bytes for the KV cache: the configured size, else a host default.
+        """Bytes for the KV cache: ``kv_cache_memory_bytes`` when set, else
 
-        On the host there is no device memory to profile; the KV cache is
-        ``kv_cache_memory_bytes`` when set, else ``VLLM_NPU_HOST_KV_CACHE_GB``
-        (default 4 GiB), never more than the memory available.
+        - tensors in host memory (host backend, or the stand-in): a host default,
+          ``VLLM_NPU_HOST_KV_CACHE_GB`` (4 GiB), never more than is available;
+        - on NPUs: ``gpu_memory_utilization`` of the device's memory minus what is
+          in use after a profiling run (weights, and activations the caching
+          allocator keeps).
         """
         self._warm_up_if_compiled()
+        if self.device.type != "cpu":
+            return self._npu_kv_cache_bytes()
         available = psutil.virtual_memory().available
         requested = self.cache_config.kv_cache_memory_bytes
         if requested is None:
@@ -113,6 +119,23 @@ class NPUWorker(Worker):
         logger.info("vllm-npu: %s GiB for the KV cache on the host.", format_gib(requested))
         return requested
 
+    def _npu_kv_cache_bytes(self) -> int:
+        requested = self.cache_config.kv_cache_memory_bytes
+        if requested is not None:
+            return int(requested)
+        self.model_runner.profile_run()
+        self.device_backend.synchronize()
+        free, total = self.device_backend.mem_get_info(self.device.index or 0)
+        budget = int(total * self.cache_config.gpu_memory_utilization) - (total - free)
+        if budget <= 0:
+            raise ValueError(
+                f"vllm-npu: no NPU memory is left for the KV cache ({format_gib(total - free)}"
+                f" GiB of {format_gib(total)} GiB in use); raise gpu_memory_utilization, "
+                "lower max_num_batched_tokens, or use more NPUs (tensor_parallel_size)."
+            )
+        logger.info("vllm-npu: %s GiB for the KV cache on the NPU.", format_gib(budget))
+        return budget
+
     def compile_or_warm_up_model(self) -> CompilationTimes:
         if not self.model_runner.kv_caches:
             self._warm_up_if_compiled()
@@ -125,3 +148,14 @@ class NPUWorker(Worker):
     def _warm_up_if_compiled(self) -> None:
         if self.compilation_config.mode != CompilationMode.NONE:
             self.model_runner.warming_up_model()
+
+
+def _runner_class(backend: DeviceBackend) -> type:
+    """The model runner for the backend's kernel set."""
+    if backend.kernel_set == "ascend":
+        from vllm_npu.worker.ascend_model_runner import AscendModelRunner
+
+        return AscendModelRunner
+    from vllm_npu.worker.host_model_runner import HostModelRunner
+
+    return HostModelRunner

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+import torch
 from torch import Tensor
 
+from vllm_npu.attention.kernels._ascend import ASCEND_KERNELS
 from vllm_npu.attention.kernels._reference import REFERENCE_KERNELS
 
 
@@ -21,6 +23,26 @@ class AttentionKernels(Protocol):
     """One set of attention ops; the semantics are those of ``_reference``."""
 
     name: str
+    block_size: int | None
+    """The KV block size the ops require, or None for any."""
+    dtypes: tuple[torch.dtype, ...]
+    """Model (and KV cache) dtypes the ops accept."""
+
+    def kv_cache_shape(
+        self, num_blocks: int, block_size: int, num_kv_heads: int, head_size: int
+    ) -> tuple[int, ...] | None:
+        """Shape of the per-layer KV cache the ops read and write: None for vLLM's own
+        view ``[num_blocks, num_kv_heads, block_size, 2 * head_size]``, else a 5-D
+        ``(2, num_blocks, ...)`` (K then V, then blocks; the backend zeroes blocks
+        along dim 1)."""
+        ...
+
+    def unsupported(
+        self, *, sliding_window: int | None, logits_soft_cap: float | None
+    ) -> list[str]:
+        """The features of a layer with these settings that the ops cannot run, named
+        for an error message; empty when they can run it."""
+        ...
 
     def write_kv_cache(
         self, key: Tensor, value: Tensor, kv_cache: Tensor, slot_mapping: Tensor
@@ -49,14 +71,24 @@ _KERNELS_BY_NAME: dict[str, AttentionKernels] = {}
 def register_kernels(name: str, kernels: AttentionKernels) -> None:
     """Make ``kernels`` available as ``name``; a name cannot be taken twice."""
     if not isinstance(kernels, AttentionKernels):
+        missing = [member for member in _protocol_members() if not hasattr(kernels, member)]
         raise TypeError(
-            f"{kernels!r} is not an attention kernel set: it needs a 'name', "
-            "'write_kv_cache' and 'paged_attention'"
+            f"{kernels!r} is not an attention kernel set: it lacks {', '.join(missing)} "
+            "(see vllm_npu.attention.kernels.AttentionKernels)"
         )
     registered = _KERNELS_BY_NAME.get(name)
     if registered is not None and registered is not kernels:
         raise ValueError(f"attention kernel set {name!r} is already registered")
     _KERNELS_BY_NAME[name] = kernels
+
+
+def _protocol_members() -> list[str]:
+    methods = [
+        member
+        for member, value in vars(AttentionKernels).items()
+        if callable(value) and not member.startswith("_")
+    ]
+    return [*AttentionKernels.__annotations__, *methods]
 
 
 def get_kernels(name: str) -> AttentionKernels:
@@ -65,8 +97,7 @@ def get_kernels(name: str) -> AttentionKernels:
         return _KERNELS_BY_NAME[name]
     except KeyError:
         raise ValueError(
-            f"unknown attention kernel set {name!r}; registered: "
-            f"{', '.join(available_kernels())}"
+            f"unknown attention kernel set {name!r}; registered: {', '.join(available_kernels())}"
         ) from None
 
 
@@ -76,6 +107,7 @@ def available_kernels() -> tuple[str, ...]:
 
 
 register_kernels("reference", REFERENCE_KERNELS)
+register_kernels("ascend", ASCEND_KERNELS)
 
 __all__ = [
     "AttentionKernels",

@@ -17,9 +17,7 @@ from torch import Tensor
 CHUNK_BUDGET_BYTES = 256 * 1024 * 1024
 
 
-def write_kv_cache(
-    key: Tensor, value: Tensor, kv_cache: Tensor, slot_mapping: Tensor
-) -> None:
+def write_kv_cache(key: Tensor, value: Tensor, kv_cache: Tensor, slot_mapping: Tensor) -> None:
     """Store each token's K and V at its slot of ``kv_cache``, in place.
 
     ``key``/``value``: ``[num_tokens, num_kv_heads, head_size]``. Only the first
@@ -89,16 +87,12 @@ def paged_attention(
 
     num_heads, num_kv_heads = query.shape[1], kv_cache.shape[1]
     bytes_per_request = (
-        4
-        * max_seq_len
-        * (2 * num_heads * max_query_len + num_kv_heads * kv_cache.shape[3])
+        4 * max_seq_len * (2 * num_heads * max_query_len + num_kv_heads * kv_cache.shape[3])
     )
     reqs_per_chunk = max(1, CHUNK_BUDGET_BYTES // bytes_per_request)
     for first in range(0, num_reqs, reqs_per_chunk):
         chunk = slice(first, min(first + reqs_per_chunk, num_reqs))
-        context = _gather_context(
-            kv_cache, block_table[chunk], seq_lens[chunk], max_seq_len
-        )
+        context = _gather_context(kv_cache, block_table[chunk], seq_lens[chunk], max_seq_len)
         chunk_output = _attend(
             query,
             context,
@@ -221,8 +215,22 @@ class ReferenceKernels:
     """The reference ops as a kernel set (see ``vllm_npu.attention.kernels``)."""
 
     name = "reference"
+    block_size: int | None = None
+    dtypes: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32)
     write_kv_cache = staticmethod(write_kv_cache)
     paged_attention = staticmethod(paged_attention)
+
+    @staticmethod
+    def kv_cache_shape(
+        num_blocks: int, block_size: int, num_kv_heads: int, head_size: int
+    ) -> tuple[int, ...] | None:
+        """None: the ops read vLLM's own view of the cache, whatever its strides."""
+        return None
+
+    @staticmethod
+    def unsupported(*, sliding_window: int | None, logits_soft_cap: float | None) -> list[str]:
+        """None: the reference ops implement every feature of the contract."""
+        return []
 
 
 REFERENCE_KERNELS = ReferenceKernels()

@@ -1,0 +1,93 @@
+"""The Ascend code path inside real vLLM: torch_npu attention kernels and custom ops
+(through the test-only stand-in, tensors on the CPU) generate what transformers does.
+
+The Ascend attention ops take float16/bfloat16 only, so both sides run in float16,
+on the prompts whose float32 greedy decisions are clear of float16 rounding (a
+near-tie may go either way in any two correct float16 implementations).
+
+``VLLM_NPU_DEVICE=ascend-standin`` selects the Ascend backend's kernel set, model
+runner, KV cache layout and block size (128) with the stand-in imported in every
+process; vLLM resolves its platform once per process, so each engine runs in a
+process of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vllm_npu.testing import (
+    DEFAULT_PROMPTS,
+    TinyModelSpec,
+    hf_greedy_generate,
+    hf_greedy_margins,
+)
+
+MAX_NEW_TOKENS = 16
+CLEAR_MARGIN = 0.03
+"""float32 logit gap between the best two tokens above which float16 implementations
+agree on the argmax (their rounding error on these models is about 1e-2)."""
+SCRIPT = Path(__file__).with_name("_generate_in_process.py")
+
+
+ASCEND_OPS = {
+    "_npu_reshape_and_cache",
+    "_npu_paged_attention",
+    "npu_fused_infer_attention_score",
+    "npu_rms_norm",
+    "npu_add_rms_norm",
+    "npu_rotary_mul",
+    "npu_swiglu",
+}
+
+
+def generate_on_ascend_path(
+    model: Path, prompts: list[str], call_log: Path, **engine_args: object
+) -> str:
+    """Run the engine on the stand-in; returns the process's output (a line
+    ``RESULT <json>`` holds the token ids). Ops called go to ``call_log``."""
+    env = {
+        **os.environ,
+        "VLLM_NPU_DEVICE": "ascend-standin",
+        "VLLM_NPU_STANDIN_CALL_LOG": str(call_log),
+    }
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), str(model), str(MAX_NEW_TOKENS), json.dumps(engine_args)],
+        input=json.dumps(prompts),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    return output
+
+
+def _token_ids(output: str) -> list[list[int]]:
+    line = next(line for line in output.splitlines() if line.startswith("RESULT "))
+    return json.loads(line.removeprefix("RESULT "))
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_greedy_matches_transformers_on_ascend_path(
+    arch: str, tiny_model_dir, tmp_path: Path
+) -> None:
+    model = tiny_model_dir(TinyModelSpec(arch=arch))
+    margins = hf_greedy_margins(model, DEFAULT_PROMPTS, MAX_NEW_TOKENS)
+    prompts = [p for p, m in zip(DEFAULT_PROMPTS, margins, strict=True) if m > CLEAR_MARGIN]
+    assert len(prompts) >= 6, f"too few prompts with clear greedy decisions: {margins}"
+    expected = hf_greedy_generate(model, prompts, MAX_NEW_TOKENS, dtype=torch.float16)
+    call_log = tmp_path / "calls.txt"
+
+    output = generate_on_ascend_path(model, prompts, call_log, dtype="float16")
+
+    assert "KV cache block size 128" in output
+    assert set(call_log.read_text().split()) >= ASCEND_OPS, "an Ascend op never ran"
+    assert _token_ids(output) == expected
