@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
@@ -51,18 +52,7 @@ def hf_greedy_generate_ids(
     Each prompt runs alone (no padding) in ``dtype`` with eager attention.
     Returns only the generated token ids, one list per prompt.
     """
-    model = AutoModelForCausalLM.from_pretrained(
-        model_path, dtype=dtype, attn_implementation="eager"
-    ).eval()
-    # generate() fills every unset option from model.generation_config, so
-    # replace it: no EOS to stop at and none of the checkpoint's sampling
-    # defaults (repetition penalty and the like) to bend the argmax.
-    model.generation_config = GenerationConfig(
-        do_sample=False,
-        num_beams=1,
-        bos_token_id=model.config.bos_token_id,
-        pad_token_id=model.config.pad_token_id,
-    )
+    model = _greedy_model(model_path, dtype)
     outputs = []
     with torch.inference_mode():
         for ids in prompt_token_ids:
@@ -86,15 +76,7 @@ def hf_greedy_margins(
     these models) is a near-tie that any two correct float16 implementations may
     break differently; parity tests in float16 use prompts with clear decisions.
     """
-    model = AutoModelForCausalLM.from_pretrained(
-        model_path, dtype=torch.float32, attn_implementation="eager"
-    ).eval()
-    model.generation_config = GenerationConfig(
-        do_sample=False,
-        num_beams=1,
-        bos_token_id=model.config.bos_token_id,
-        pad_token_id=model.config.pad_token_id,
-    )
+    model = _greedy_model(model_path, torch.float32)
     margins = []
     with torch.inference_mode():
         for ids in hf_prompt_token_ids(model_path, prompts):
@@ -109,3 +91,20 @@ def hf_greedy_margins(
             top2 = torch.stack(generated.logits).float().topk(2, dim=-1).values
             margins.append(float((top2[..., 0] - top2[..., 1]).min()))
     return margins
+
+
+def _greedy_model(model_path: str | os.PathLike[str], dtype: torch.dtype) -> Any:
+    """The checkpoint in ``dtype`` with eager attention, set up for plain greedy decoding."""
+    model = AutoModelForCausalLM.from_pretrained(
+        model_path, dtype=dtype, attn_implementation="eager"
+    ).eval()
+    # generate() fills every unset option from model.generation_config, so
+    # replace it: no EOS to stop at and none of the checkpoint's sampling
+    # defaults (repetition penalty and the like) to bend the argmax.
+    model.generation_config = GenerationConfig(
+        do_sample=False,
+        num_beams=1,
+        bos_token_id=model.config.bos_token_id,
+        pad_token_id=model.config.pad_token_id,
+    )
+    return model
