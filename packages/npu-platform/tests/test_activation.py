@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 
@@ -72,3 +73,19 @@ def test_backend_name_is_case_insensitive(clean_env) -> None:
     clean_env.setenv("VLLM_NPU_DEVICE", " HOST ")
     selection = select_backend()
     assert selection.backend is not None and selection.backend.name == "host"
+
+
+def test_activation_turns_off_cuda_only_builds(clean_env) -> None:
+    clean_env.setenv("VLLM_NPU_DEVICE", "host")
+    clean_env.delenv("HUMMING_DISABLE_PARALLEL_BUILD", raising=False)
+    assert activate() == PLATFORM_QUALNAME
+    assert os.environ["HUMMING_DISABLE_PARALLEL_BUILD"] == "1"
+    clean_env.setenv("HUMMING_DISABLE_PARALLEL_BUILD", "0")
+    activate()
+    assert os.environ["HUMMING_DISABLE_PARALLEL_BUILD"] == "0", "the user's choice is kept"
+
+
+def test_inactive_plugin_changes_no_environment(clean_env) -> None:
+    clean_env.delenv("HUMMING_DISABLE_PARALLEL_BUILD", raising=False)
+    assert activate() is None
+    assert "HUMMING_DISABLE_PARALLEL_BUILD" not in os.environ

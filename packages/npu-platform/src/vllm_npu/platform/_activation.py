@@ -8,6 +8,7 @@ per process, as one line on the ``vllm`` logger.
 from __future__ import annotations
 
 import logging
+import os
 from typing import NoReturn
 
 from vllm.logger import init_logger
@@ -64,4 +65,20 @@ def activate() -> str | None:
     logger.debug(
         "vllm-npu: %s backend selected (%s)", selection.backend.name, selection.reason
     )
+    _skip_cuda_only_work()
     return PLATFORM_QUALNAME
+
+
+CUDA_ONLY_WORK_OFF = {"HUMMING_DISABLE_PARALLEL_BUILD": "1"}
+"""Environment settings that stop CUDA-only work no process of ours can use.
+
+vLLM imports the humming kernel library, which on import starts two background
+processes building its NVRTC (CUDA) helpers: about 10 s of CPU each, in every
+vLLM process, for nothing on an NPU or the host. Set before vLLM imports it (the
+platform resolves first) and inherited by the engine and worker processes; a
+value the user set is kept."""
+
+
+def _skip_cuda_only_work() -> None:
+    for name, value in CUDA_ONLY_WORK_OFF.items():
+        os.environ.setdefault(name, value)
