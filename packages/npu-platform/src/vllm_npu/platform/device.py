@@ -17,11 +17,10 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from vllm_npu.platform import _env
+from vllm_npu.platform import _env, discovery
 
 BACKEND_NAMES = ("host", "ascend")
 """The built-in backends."""
-BACKENDS_GROUP = "vllm_npu.device_backends"
 
 
 class DeviceBackendError(RuntimeError):
@@ -97,7 +96,7 @@ def select_backend() -> Selection:
 def _plugged_in_backend(name: str) -> Selection:
     from importlib.metadata import entry_points
 
-    found = {entry_point.name: entry_point for entry_point in entry_points(group=BACKENDS_GROUP)}
+    found = {ep.name: ep for ep in entry_points(group=discovery.DEVICE_BACKENDS_GROUP)}
     if name not in found:
         names = ", ".join((*BACKEND_NAMES, *sorted(found)))
         raise DeviceBackendError(

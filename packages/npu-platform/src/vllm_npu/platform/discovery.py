@@ -39,6 +39,10 @@ COMMUNICATOR = ComponentKind(
 )
 KINDS = (WORKER, ATTENTION_BACKEND, COMMUNICATOR)
 
+DEVICE_BACKENDS_GROUP = "vllm_npu.device_backends"
+"""Device backends beyond the built-in host and ascend, chosen by name only
+(``VLLM_NPU_DEVICE``); see ``vllm_npu.platform.device``."""
+
 
 class ComponentError(RuntimeError):
     """A component is missing, unknown or broken; the message says what to do."""

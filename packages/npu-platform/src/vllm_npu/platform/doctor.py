@@ -33,6 +33,7 @@ PLUGIN_GROUPS = (
     "vllm.platform_plugins",
     "vllm.general_plugins",
     *(kind.group for kind in discovery.KINDS),
+    discovery.DEVICE_BACKENDS_GROUP,
     "vllm_npu.process_hooks",
     "vllm_npu.cli",
     "vllm_npu.doctor",
