@@ -13,6 +13,7 @@ import ast
 import importlib
 import importlib.util
 import sys
+from collections.abc import Collection
 from importlib.machinery import ModuleSpec, PathFinder
 from importlib.metadata import EntryPoint
 
@@ -72,9 +73,11 @@ def _static_problem(module_name: str, attribute: str) -> str | None:
     return _missing_attribute(module_name, attribute, _top_level_names(tree))
 
 
-def _missing_attribute(module_name: str, attribute: str, names: object) -> str | None:
+def _missing_attribute(
+    module_name: str, attribute: str, names: Collection[str]
+) -> str | None:
     head = attribute.split(".")[0]
-    if not head or head in names or "__getattr__" in names:  # type: ignore[operator]
+    if not head or head in names or "__getattr__" in names:
         return None
     return f"fails to load: {module_name} has no attribute {head!r}"
 

@@ -20,7 +20,7 @@ from vllm.v1.worker.worker_base import CompilationTimes
 from vllm_npu.platform.device import DeviceBackend
 from vllm_npu.platform.hooks import run_process_hooks
 from vllm_npu.worker._threads import apply_host_threads
-from vllm_npu.worker.custom_ops import register_custom_ops
+from vllm_npu.worker.custom_ops import ASCEND_KERNEL_SET, register_custom_ops
 
 logger = init_logger("vllm.vllm_npu.worker")
 
@@ -152,7 +152,7 @@ class NPUWorker(Worker):
 
 def _runner_class(backend: DeviceBackend) -> type:
     """The model runner for the backend's kernel set."""
-    if backend.kernel_set == "ascend":
+    if backend.kernel_set == ASCEND_KERNEL_SET:
         from vllm_npu.worker.ascend_model_runner import AscendModelRunner
 
         return AscendModelRunner
