@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import ModuleType, SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
@@ -22,7 +23,7 @@ from torch import Tensor
 
 from vllm_npu.attention import NPUAttentionBackend, NPUAttentionImpl, NPUAttentionMetadata
 from vllm_npu.attention.backend import kernels_for_current_device
-from vllm_npu.attention.kernels import AttentionKernels, _ascend, get_kernels
+from vllm_npu.attention.kernels import AttentionKernels, HostLengths, _ascend, get_kernels
 from vllm_npu.testing.standin import installed
 
 ASCEND = get_kernels("ascend")
@@ -143,6 +144,7 @@ def run(kernels: AttentionKernels, batch: Batch, kv_cache: Tensor) -> Tensor:
         batch.seq_lens,
         scale=batch.query.shape[-1] ** -0.5,
         output=output,
+        host_lengths=HostLengths.from_host(batch.query_start_loc, batch.seq_lens),
     )
     assert result is output
     return output
@@ -200,12 +202,28 @@ def test_grouped_and_multi_query_heads(
     check(make_batch(SCENARIOS[scenario], heads=heads, kv_heads=kv_heads))
 
 
-def test_padding_only_write_calls_no_op(npu_calls: list[str]) -> None:
+def test_padding_is_passed_to_the_op_which_leaves_it_unwritten(npu_calls: list[str]) -> None:
+    """Slot -1 goes to ``_npu_reshape_and_cache`` as it is (filtering it would read the
+    slot mapping back from the device); the op writes nothing for it."""
     batch = make_batch([Req(3, 1)])
     before = batch.ascend_cache.clone()
     ASCEND.write_kv_cache(batch.key, batch.value, batch.ascend_cache, torch.tensor([-1, -1, -1]))
-    assert npu_calls == []
+    assert npu_calls == ["_npu_reshape_and_cache"]
     assert torch.equal(batch.ascend_cache.isnan(), before.isnan())
+
+
+def test_ascend_attention_needs_host_lengths(torch_npu: ModuleType) -> None:
+    batch = make_batch(SCENARIOS["decode"])
+    with pytest.raises(ValueError, match="need host_lengths"):
+        ASCEND.paged_attention(
+            batch.query,
+            batch.ascend_cache,
+            batch.block_table,
+            batch.query_start_loc,
+            batch.seq_lens,
+            scale=1.0,
+            output=torch.empty_like(batch.query),
+        )
 
 
 def test_query_rows_after_an_offset(torch_npu: ModuleType) -> None:
@@ -254,6 +272,8 @@ def test_backend_forward_with_ascend_kernels(
         num_decodes=2,
         num_decode_tokens=2,
         prefill_query_start_loc=batch.query_start_loc[2:] - 2,
+        decode_lengths=HostLengths.from_host(batch.query_start_loc[:3], batch.seq_lens[:2]),
+        prefill_lengths=HostLengths.from_host(batch.query_start_loc[2:] - 2, batch.seq_lens[2:]),
     )
     output = torch.full_like(batch.query, SENTINEL)
     impl.forward(None, batch.query, None, None, batch.ascend_cache, metadata, output=output)
@@ -390,3 +410,83 @@ def test_impl_refuses_what_the_kernels_cannot_run(monkeypatch: pytest.MonkeyPatc
     use_device_backend(monkeypatch, kernel_set="reference")
     with pytest.raises(NotImplementedError, match=r"\(reference kernels\) does not support ALiBi;"):
         NPUAttentionImpl(**fields)
+
+
+def _common_metadata(batch: Batch, num_reqs: int, npu: Callable[[Tensor], Tensor]) -> Any:
+    """vLLM's CommonAttentionMetadata for ``batch``: device tensors through ``npu``,
+    the CPU copies vLLM keeps (which field holds the host seq_lens varies by release)."""
+    from dataclasses import fields
+
+    from vllm.v1.attention.backend import CommonAttentionMetadata
+
+    names = {field.name for field in fields(CommonAttentionMetadata)}
+    host_seq_lens = batch.seq_lens.clone()
+    optional = {
+        "seq_lens_cpu_upper_bound": host_seq_lens,
+        "_seq_lens_cpu": host_seq_lens,
+    }
+    query_lens = (batch.query_start_loc[1:] - batch.query_start_loc[:-1]).tolist()
+    return CommonAttentionMetadata(
+        query_start_loc=npu(batch.query_start_loc.clone()),
+        query_start_loc_cpu=batch.query_start_loc.clone(),
+        seq_lens=npu(batch.seq_lens.clone()),
+        num_reqs=num_reqs,
+        num_actual_tokens=batch.num_tokens,
+        max_query_len=max(query_lens),
+        max_seq_len=int(batch.seq_lens.max()),
+        block_table_tensor=npu(batch.block_table.clone()),
+        slot_mapping=npu(batch.slot_mapping.clone()),
+        **{name: value for name, value in optional.items() if name in names},
+    )
+
+
+def test_no_device_reads_per_layer(torch_npu: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One step of a mixed batch through the metadata builder and four attention
+    layers on the ascend kernels: nothing reads NPU data back to the host (the
+    stand-in counts every .tolist()/.item()/.cpu()/.to(device) of a device tensor),
+    and the result equals the reference kernels'."""
+    from torch_npu._device import counting_host_reads, to_npu
+
+    from vllm_npu.attention import NPUAttentionMetadataBuilder
+
+    use_device_backend(monkeypatch, kernel_set="ascend")
+    reqs = [Req(129, 1), Req(40, 1), Req(300, 30), Req(9, 9)]  # decodes first
+    batch = make_batch(reqs, dtype=torch.bfloat16)
+    expected = run(REFERENCE, batch, batch.reference_cache)
+    common = _common_metadata(batch, len(reqs), to_npu)
+    impl = NPUAttentionImpl(
+        num_heads=8,
+        head_size=16,
+        scale=16**-0.5,
+        num_kv_heads=2,
+        alibi_slopes=None,
+        sliding_window=None,
+        kv_cache_dtype="auto",
+    )
+    # build() reads only the common metadata, not the builder's configuration.
+    builder = NPUAttentionMetadataBuilder.__new__(NPUAttentionMetadataBuilder)
+    query, key, value = (to_npu(t) for t in (batch.query, batch.key, batch.value))
+    layers = [to_npu(batch.ascend_cache.clone()) for _ in range(4)]
+    outputs = [to_npu(torch.full_like(batch.query, SENTINEL)) for _ in layers]
+    with counting_host_reads() as reads:
+        metadata = builder.build(0, common)
+        assert reads.total == 0, f"the metadata builder read the device: {reads}"
+        for kv_cache, output in zip(layers, outputs, strict=True):
+            impl.do_kv_cache_update(None, key, value, kv_cache, metadata.slot_mapping)
+            impl.forward(None, query, key, value, kv_cache, metadata, output=output)
+    assert reads.total == 0, f"attention layers read the device: {reads}"
+    for output in outputs:
+        torch.testing.assert_close(output.float(), expected.float(), atol=1.6e-2, rtol=1.6e-2)
+
+
+def test_the_read_counter_sees_a_device_read(torch_npu: ModuleType) -> None:
+    """The counter behind the zero above: reading the device seq_lens as the kernels
+    once did is counted."""
+    from torch_npu._device import counting_host_reads, to_npu
+
+    seq_lens = to_npu(torch.tensor([3, 5], dtype=torch.int32))
+    with counting_host_reads() as reads:
+        seq_lens[:1].tolist()
+        seq_lens.to(device="cpu", dtype=torch.int32)
+        (seq_lens >= 0).all().item()
+    assert dict(reads.by_kind) == {"tolist": 1, "to": 1, "item": 1}

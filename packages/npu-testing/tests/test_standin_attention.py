@@ -18,7 +18,10 @@ from torch import Tensor
 from vllm_npu.testing.standin import installed
 
 BLOCK_SIZE = 16
-HEADS, KV_HEADS, HEAD_SIZE = 4, 2, 8
+"""The paged decode op's block size here (it takes multiples of 16 up to 128)."""
+FUSED_BLOCK_SIZE = 128
+"""The fused op with several query tokens per request takes multiples of 128 only."""
+HEADS, KV_HEADS, HEAD_SIZE = 4, 2, 16
 TOLERANCES = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 
 
@@ -39,13 +42,17 @@ class PagedKV:
 
 
 def make_paged_kv(
-    kv_lens: list[int], dtype: torch.dtype, kv_heads: int = KV_HEADS, seed: int = 0
+    kv_lens: list[int],
+    dtype: torch.dtype,
+    kv_heads: int = KV_HEADS,
+    seed: int = 0,
+    block_size: int = BLOCK_SIZE,
 ) -> PagedKV:
     gen = torch.Generator().manual_seed(seed)
-    blocks_needed = [-(-n // BLOCK_SIZE) for n in kv_lens]
+    blocks_needed = [-(-n // block_size) for n in kv_lens]
     num_blocks = sum(blocks_needed) + 3
     pool = torch.randperm(num_blocks, generator=gen).tolist()
-    shape = (num_blocks, BLOCK_SIZE, kv_heads, HEAD_SIZE)
+    shape = (num_blocks, block_size, kv_heads, HEAD_SIZE)
     key_cache = torch.full(shape, math.nan, dtype=dtype)
     value_cache = torch.full(shape, math.nan, dtype=dtype)
     contexts, tables = [], []
@@ -56,8 +63,8 @@ def make_paged_kv(
         k = torch.randn(kv_len, kv_heads, HEAD_SIZE, generator=gen).to(dtype)
         v = torch.randn(kv_len, kv_heads, HEAD_SIZE, generator=gen).to(dtype)
         for pos in range(kv_len):
-            key_cache[blocks[pos // BLOCK_SIZE], pos % BLOCK_SIZE] = k[pos]
-            value_cache[blocks[pos // BLOCK_SIZE], pos % BLOCK_SIZE] = v[pos]
+            key_cache[blocks[pos // block_size], pos % block_size] = k[pos]
+            value_cache[blocks[pos // block_size], pos % block_size] = v[pos]
         contexts.append((k, v))
     block_table = torch.tensor(tables, dtype=torch.int32)
     return PagedKV(contexts, key_cache, value_cache, block_table)
@@ -146,6 +153,19 @@ def test_reshape_and_cache_reads_non_contiguous_tokens(torch_npu: ModuleType) ->
     assert torch.equal(write.value_cache[3, 15], write.value[2])
 
 
+def test_reshape_and_cache_leaves_padding_slots_untouched(torch_npu: ModuleType) -> None:
+    """Slot -1 rows are not written (the real op's behaviour, checked on hardware by
+    vllm-ascend #11713): no need to filter padding before the call."""
+    write = make_cache_write()
+    write.slot_indices = torch.tensor([17, -1, 63, -1, 40], dtype=torch.int32)
+    torch_npu._npu_reshape_and_cache(**write.kwargs())
+    for cache, source in ((write.key_cache, write.key), (write.value_cache, write.value)):
+        assert torch.equal(cache[1, 1], source[0])
+        assert torch.equal(cache[3, 15], source[2])
+        assert torch.equal(cache[2, 8], source[4])
+        assert cache.isnan().flatten(0, 1).all(dim=(1, 2)).sum() == cache.shape[0] * 16 - 3
+
+
 REJECTED_CACHE_WRITES: dict[str, tuple[Callable[[CacheWrite], CacheWrite], str]] = {
     "float32": (
         lambda w: replace(
@@ -163,8 +183,8 @@ REJECTED_CACHE_WRITES: dict[str, tuple[Callable[[CacheWrite], CacheWrite], str]]
     ),
     "int64-slots": (lambda w: replace(w, slot_indices=w.slot_indices.long()), "must be int32"),
     "negative-slot": (
-        lambda w: replace(w, slot_indices=torch.tensor([17, -1, 63, 5, 40], dtype=torch.int32)),
-        r"slot_indices must lie in \[0, 64\).*min -1.*Drop padding",
+        lambda w: replace(w, slot_indices=torch.tensor([17, -2, 63, 5, 40], dtype=torch.int32)),
+        r"slot_indices must lie in \[0, 64\) .*or be -1 for padding; got min -2",
     ),
     "slot-past-cache": (
         lambda w: replace(w, slot_indices=torch.tensor([17, 64, 63, 5, 40], dtype=torch.int32)),
@@ -260,7 +280,27 @@ REJECTED_PAGED_ATTENTION: dict[str, tuple[Callable[[dict], dict], str]] = {
             "key_cache": a["key_cache"].repeat(1, 16, 1, 1),
             "value_cache": a["value_cache"].repeat(1, 16, 1, 1),
         },
-        "block_size must be at most 128, got 256",
+        "block_size must be a multiple of 16 and at most 128, got 256",
+    ),
+    "block-size-24": (
+        lambda a: {
+            **a,
+            "key_cache": a["key_cache"].repeat(1, 3, 1, 1)[:, :24].contiguous(),
+            "value_cache": a["value_cache"].repeat(1, 3, 1, 1)[:, :24].contiguous(),
+        },
+        "block_size must be a multiple of 16 and at most 128, got 24",
+    ),
+    "head-size-272": (
+        lambda a: {
+            **a,
+            **{n: a[n].repeat(1, 1, 17).contiguous() for n in ("query", "out")},
+            **{n: a[n].repeat(1, 1, 1, 17).contiguous() for n in ("key_cache", "value_cache")},
+        },
+        "head_size must be at most 256, got 272",
+    ),
+    "device-context-lens": (
+        lambda a: {**a, "context_lens": _on_npu(a["context_lens"].clone())},
+        r"context_lens must be a host \(CPU\) int32 tensor, got one in NPU memory",
     ),
     "one-query-per-request": (
         lambda a: {**a, "context_lens": a["context_lens"][:2]},
@@ -276,9 +316,28 @@ REJECTED_PAGED_ATTENTION: dict[str, tuple[Callable[[dict], dict], str]] = {
     ),
     "out-shape": (
         lambda a: {**a, "out": a["out"][:, :2].contiguous()},
-        r"out must have shape \(3, 4, 8\)",
+        r"out must have shape \(3, 4, 16\)",
     ),
 }
+
+
+def _on_npu(tensor: Tensor) -> Tensor:
+    from torch_npu._device import to_npu
+
+    return to_npu(tensor)
+
+
+def test_paged_attention_takes_block_size_128_and_head_size_256(torch_npu: ModuleType) -> None:
+    """The largest shapes the op documents are accepted (and computed)."""
+    _, args = paged_attention_args([3, 16, 9])
+    args = {
+        **args,
+        **{n: args[n].repeat(1, 1, 16).contiguous() for n in ("query", "out")},
+        **{n: args[n].repeat(1, 8, 1, 16).contiguous() for n in ("key_cache", "value_cache")},
+    }
+    assert args["key_cache"].shape[1] == 128 and args["query"].shape[2] == 256
+    torch_npu._npu_paged_attention(**args)
+    assert not args["out"].isnan().any()
 
 
 @pytest.mark.parametrize("case", REJECTED_PAGED_ATTENTION)
@@ -297,7 +356,9 @@ def fused_args(
 ) -> tuple[PagedKV, Tensor, dict[str, Any]]:
     """``reqs``: (query_len, kv_len) per request. Returns the paged KV, the query
     and the op's arguments."""
-    paged = make_paged_kv([kv_len for _, kv_len in reqs], dtype, kv_heads)
+    paged = make_paged_kv(
+        [kv_len for _, kv_len in reqs], dtype, kv_heads, block_size=FUSED_BLOCK_SIZE
+    )
     num_tokens = sum(query_len for query_len, _ in reqs)
     gen = torch.Generator().manual_seed(3)
     query = torch.randn(num_tokens, HEADS, HEAD_SIZE, generator=gen).to(dtype)
@@ -308,12 +369,12 @@ def fused_args(
         query,
         dict(
             query=query,
-            key=paged.key_cache.view(num_blocks, BLOCK_SIZE, -1),
-            value=paged.value_cache.view(num_blocks, BLOCK_SIZE, -1),
+            key=paged.key_cache.view(num_blocks, FUSED_BLOCK_SIZE, -1),
+            value=paged.value_cache.view(num_blocks, FUSED_BLOCK_SIZE, -1),
             atten_mask=causal_mask(),
             block_table=paged.block_table,
             input_layout="TND",
-            block_size=BLOCK_SIZE,
+            block_size=FUSED_BLOCK_SIZE,
             actual_seq_lengths=ends,
             actual_seq_lengths_kv=[kv_len for _, kv_len in reqs],
             num_key_value_heads=kv_heads,
@@ -325,9 +386,9 @@ def fused_args(
 
 
 FUSED_SCENARIOS = {
-    "prefill": [(5, 5), (16, 16), (1, 1), (33, 33)],
-    "chunked-prefill": [(7, 40), (16, 20)],
-    "mixed": [(1, 30), (9, 9), (0, 12), (4, 50), (1, 1)],
+    "prefill": [(5, 5), (16, 16), (1, 1), (130, 130)],
+    "chunked-prefill": [(7, 140), (16, 20)],
+    "mixed": [(1, 30), (9, 9), (0, 12), (4, 260), (1, 1)],
 }
 
 
@@ -427,9 +488,9 @@ REJECTED_FUSED: dict[str, tuple[Callable[[dict], dict], type[Exception], str]] =
         "request 0 has 3 queries and 2 keys",
     ),
     "kv-longer-than-blocks": (
-        lambda a: {**a, "actual_seq_lengths_kv": [8, 49]},
+        lambda a: {**a, "actual_seq_lengths_kv": [8, 257]},
         RuntimeError,
-        r"actual_seq_lengths_kv\[1\] = 49 is outside \[0, 48\]",
+        r"actual_seq_lengths_kv\[1\] = 257 is outside \[0, 256\]",
     ),
     "batch-mismatch": (
         lambda a: {**a, "block_table": a["block_table"][:1]},
@@ -444,12 +505,12 @@ REJECTED_FUSED: dict[str, tuple[Callable[[dict], dict], type[Exception], str]] =
     "key-width": (
         lambda a: {**a, "num_key_value_heads": 1},
         RuntimeError,
-        r"the last dim must be num_key_value_heads \(1\) \* head_size \(8\)",
+        r"the last dim must be num_key_value_heads \(1\) \* head_size \(16\)",
     ),
     "block-size-mismatch": (
-        lambda a: {**a, "block_size": 128},
+        lambda a: {**a, "block_size": 256},
         RuntimeError,
-        "block_size=128 must equal dim 1 of key",
+        "block_size=256 must equal dim 1 of key",
     ),
     "non-contiguous-query": (
         lambda a: {**a, "query": a["query"].transpose(0, 1).contiguous().transpose(0, 1)},
@@ -483,3 +544,86 @@ def test_ops_are_exported(torch_npu: ModuleType) -> None:
         "_npu_reshape_and_cache",
         "npu_fused_infer_attention_score",
     }
+
+
+def _fused_with_cache_shape(
+    reqs: list[tuple[int, int]], *, block_size: int, heads: int, kv_heads: int, head_size: int
+) -> dict[str, Any]:
+    """The fused op's arguments over a zero cache of these shapes (one block each)."""
+    num_tokens = sum(query_len for query_len, _ in reqs)
+    ends = [sum(query_len for query_len, _ in reqs[: i + 1]) for i in range(len(reqs))]
+    cache = torch.zeros(len(reqs), block_size, kv_heads * head_size, dtype=torch.float16)
+    return dict(
+        query=torch.zeros(num_tokens, heads, head_size, dtype=torch.float16),
+        key=cache,
+        value=cache.clone(),
+        atten_mask=causal_mask(),
+        block_table=torch.arange(len(reqs), dtype=torch.int32)[:, None],
+        input_layout="TND",
+        block_size=block_size,
+        actual_seq_lengths=ends,
+        actual_seq_lengths_kv=[kv_len for _, kv_len in reqs],
+        num_key_value_heads=kv_heads,
+        num_heads=heads,
+        scale=0.3,
+        sparse_mode=3,
+    )
+
+
+HARDWARE_LIMITS_FUSED = {
+    "block-16-several-queries": (
+        dict(reqs=[(3, 8), (1, 5)], block_size=16, heads=4, kv_heads=2, head_size=16),
+        r"several query tokens per request needs block_size a multiple of 128, at most 512; "
+        "got 16",
+    ),
+    "block-192-several-queries": (
+        dict(reqs=[(3, 8)], block_size=192, heads=4, kv_heads=2, head_size=16),
+        "needs block_size a multiple of 128",
+    ),
+    "block-1024": (
+        dict(reqs=[(3, 8)], block_size=1024, heads=4, kv_heads=2, head_size=16),
+        "at most 512; got 1024",
+    ),
+    "block-24-one-query": (
+        dict(reqs=[(1, 8), (1, 5)], block_size=24, heads=4, kv_heads=2, head_size=16),
+        "one query token needs block_size a multiple of 16",
+    ),
+    "head-dim-24": (
+        dict(reqs=[(3, 8)], block_size=128, heads=4, kv_heads=2, head_size=24),
+        "head dim must be a multiple of 16 for float16/bfloat16, got 24",
+    ),
+    "head-ratio-128": (
+        dict(reqs=[(3, 8)], block_size=128, heads=128, kv_heads=1, head_size=16),
+        r"num_heads / num_key_value_heads must be at most 64, got 128 / 1",
+    ),
+    "kv-hidden-65536": (
+        dict(reqs=[(2, 2)], block_size=128, heads=1, kv_heads=1, head_size=65536),
+        "num_key_value_heads \\* head dim must be at most 65535",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", HARDWARE_LIMITS_FUSED)
+def test_fused_attention_enforces_documented_limits(torch_npu: ModuleType, case: str) -> None:
+    shapes, message = HARDWARE_LIMITS_FUSED[case]
+    args = _fused_with_cache_shape(**shapes)
+    with pytest.raises(RuntimeError, match=f"npu_fused_infer_attention_score: .*{message}"):
+        torch_npu.npu_fused_infer_attention_score(**args)
+
+
+@pytest.mark.parametrize(
+    "shapes",
+    [
+        dict(reqs=[(1, 8), (1, 5)], block_size=16, heads=4, kv_heads=2, head_size=16),
+        dict(reqs=[(3, 8)], block_size=512, heads=64, kv_heads=1, head_size=16),
+        dict(reqs=[(3, 8)], block_size=128, heads=4, kv_heads=2, head_size=256),
+    ],
+    ids=["block-16-decode", "block-512-ratio-64", "head-dim-256"],
+)
+def test_fused_attention_accepts_the_documented_range(
+    torch_npu: ModuleType, shapes: dict[str, Any]
+) -> None:
+    attention_out, _ = torch_npu.npu_fused_infer_attention_score(
+        **_fused_with_cache_shape(**shapes)
+    )
+    assert not attention_out.isnan().any()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from vllm.v1.attention.backend import AttentionBackend
 
 
@@ -53,3 +54,23 @@ KVCacheShape: type = (
     else _ShapeFromVllm
 )
 """Mixin for our backends: ``get_kv_cache_shape`` where this vLLM asks for it."""
+
+
+def host_seq_lens(common: Any) -> torch.Tensor:
+    """The batch's sequence lengths on the host, from vLLM's CPU copies.
+
+    vLLM 0.32 keeps ``seq_lens_cpu_upper_bound`` (exact unless speculative decoding
+    runs asynchronously, which this plugin does not enable); earlier releases a
+    ``_seq_lens_cpu`` field (their ``seq_lens_cpu`` property copies the device tensor
+    when that is None). Without either, ``_num_computed_tokens_cpu`` plus the query
+    lengths; only then is the device tensor read, once per step.
+    """
+    for name in ("seq_lens_cpu_upper_bound", "_seq_lens_cpu"):
+        value = getattr(common, name, None)
+        if value is not None:
+            return value[: common.num_reqs]
+    computed = getattr(common, "_num_computed_tokens_cpu", None)
+    query_start_loc = common.query_start_loc_cpu[: common.num_reqs + 1]
+    if computed is not None:
+        return computed[: common.num_reqs] + (query_start_loc[1:] - query_start_loc[:-1])
+    return common.seq_lens[: common.num_reqs].cpu()

@@ -17,8 +17,8 @@ from vllm.v1.attention.backend import (
 from vllm.v1.attention.backends.utils import split_decodes_and_prefills
 from vllm.v1.kv_cache_interface import AttentionSpec
 
-from vllm_npu.attention._compat import KVCacheShape
-from vllm_npu.attention.kernels import AttentionKernels, get_kernels
+from vllm_npu.attention._compat import KVCacheShape, host_seq_lens
+from vllm_npu.attention.kernels import AttentionKernels, HostLengths, get_kernels
 
 DEFAULT_KERNEL_SET = "reference"
 """The kernels on a platform without a device backend of ours (vLLM's CPU platform)."""
@@ -110,6 +110,10 @@ class NPUAttentionMetadata:
     num_decode_tokens: int = 0
     prefill_query_start_loc: torch.Tensor | None = None
     """``query_start_loc`` of the prefill part, counted from its first token."""
+    decode_lengths: HostLengths | None = None
+    """The decode part's lengths on the host (for kernels that plan on the host)."""
+    prefill_lengths: HostLengths | None = None
+    """The prefill part's, its query bounds counted from its first token."""
 
 
 class NPUAttentionMetadataBuilder(AttentionMetadataBuilder[NPUAttentionMetadata]):
@@ -137,10 +141,21 @@ class NPUAttentionMetadataBuilder(AttentionMetadataBuilder[NPUAttentionMetadata]
         num_decodes, num_prefills, num_decode_tokens, _ = split_decodes_and_prefills(
             common, decode_threshold=1
         )
-        prefill_query_start_loc = None
+        # The lengths on the host, once per step, from vLLM's CPU copies: no layer
+        # reads the device tensors back.
+        query_start_loc_cpu = common.query_start_loc_cpu[: common.num_reqs + 1]
+        seq_lens_cpu = host_seq_lens(common)
+        decode_lengths = prefill_lengths = prefill_query_start_loc = None
+        if num_decodes:
+            decode_lengths = HostLengths.from_host(
+                query_start_loc_cpu[: num_decodes + 1], seq_lens_cpu[:num_decodes]
+            )
         if num_prefills:
             prefill_query_start_loc = (
                 common.query_start_loc[num_decodes : common.num_reqs + 1] - num_decode_tokens
+            )
+            prefill_lengths = HostLengths.from_host(
+                query_start_loc_cpu[num_decodes:] - num_decode_tokens, seq_lens_cpu[num_decodes:]
             )
         return NPUAttentionMetadata(
             num_actual_tokens=common.num_actual_tokens,
@@ -153,6 +168,8 @@ class NPUAttentionMetadataBuilder(AttentionMetadataBuilder[NPUAttentionMetadata]
             num_decodes=num_decodes,
             num_decode_tokens=num_decode_tokens,
             prefill_query_start_loc=prefill_query_start_loc,
+            decode_lengths=decode_lengths,
+            prefill_lengths=prefill_lengths,
         )
 
 
@@ -176,7 +193,11 @@ class NPUAttentionImpl(AttentionImpl[NPUAttentionMetadata]):
         self.kernels = kernels_for_current_device()
         unsupported = list(
             self.kernels.unsupported(
-                sliding_window=sliding_window, logits_soft_cap=logits_soft_cap or None
+                sliding_window=sliding_window,
+                logits_soft_cap=logits_soft_cap or None,
+                head_size=head_size,
+                num_heads=num_heads,
+                num_kv_heads=num_kv_heads,
             )
         )
         if alibi_slopes is not None:
@@ -280,6 +301,7 @@ class NPUAttentionImpl(AttentionImpl[NPUAttentionMetadata]):
                 meta.seq_lens[:decodes],
                 output=output[:decode_tokens],
                 max_query_len=1,
+                host_lengths=meta.decode_lengths,
                 **common,
             )
         if meta.prefill_query_start_loc is not None:
@@ -292,6 +314,7 @@ class NPUAttentionImpl(AttentionImpl[NPUAttentionMetadata]):
                 meta.seq_lens[decodes:num_reqs],
                 output=output[decode_tokens : meta.num_actual_tokens],
                 max_query_len=meta.max_query_len,
+                host_lengths=meta.prefill_lengths,
                 **common,
             )
         return output

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from vllm_npu.attention.kernels._ascend import ASCEND_KERNELS
+from vllm_npu.attention.kernels._lengths import HostLengths
 from vllm_npu.attention.kernels._reference import REFERENCE_KERNELS
 
 
@@ -38,10 +39,17 @@ class AttentionKernels(Protocol):
         ...
 
     def unsupported(
-        self, *, sliding_window: int | None, logits_soft_cap: float | None
+        self,
+        *,
+        sliding_window: int | None,
+        logits_soft_cap: float | None,
+        head_size: int | None = None,
+        num_heads: int | None = None,
+        num_kv_heads: int | None = None,
     ) -> list[str]:
-        """The features of a layer with these settings that the ops cannot run, named
-        for an error message; empty when they can run it."""
+        """The features of a layer with these settings that the ops cannot run (head
+        sizes and head counts per rank among them), named for an error message; empty
+        when they can run it."""
         ...
 
     def write_kv_cache(
@@ -62,7 +70,11 @@ class AttentionKernels(Protocol):
         logits_soft_cap: float | None = None,
         max_query_len: int | None = None,
         max_seq_len: int | None = None,
-    ) -> Tensor: ...
+        host_lengths: HostLengths | None = None,
+    ) -> Tensor:
+        """``host_lengths``: the same lengths on the host, built once per step; a device
+        set may require it so that no layer reads device data back."""
+        ...
 
 
 _KERNELS_BY_NAME: dict[str, AttentionKernels] = {}
@@ -111,6 +123,7 @@ register_kernels("ascend", ASCEND_KERNELS)
 
 __all__ = [
     "AttentionKernels",
+    "HostLengths",
     "available_kernels",
     "get_kernels",
     "register_kernels",

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from vllm_npu.attention.kernels._lengths import HostLengths
+
 # Bound on the float32 working set of one batched attention step (scores, softmax
 # probabilities and the gathered K/V). A batch estimated above it is processed in
 # chunks of requests, each chunk still one batched computation.
@@ -51,6 +53,7 @@ def paged_attention(
     logits_soft_cap: float | None = None,
     max_query_len: int | None = None,
     max_seq_len: int | None = None,
+    host_lengths: HostLengths | None = None,
 ) -> Tensor:
     """Causal attention of a batch of requests over the paged KV cache.
 
@@ -67,6 +70,8 @@ def paged_attention(
     float32. Requests are padded to ``max_query_len`` queries and ``max_seq_len``
     keys and computed together; above ``CHUNK_BUDGET_BYTES`` in chunks of requests.
     Passing both maxima avoids reading them back from the index tensors.
+    ``host_lengths`` (the same lengths on the host, for device kernels that plan on
+    the host) is not needed here: these ops run where the tensors are.
     """
     if sliding_window is not None and sliding_window < 1:
         raise ValueError(f"sliding_window must be None or >= 1, got {sliding_window}")
@@ -228,8 +233,15 @@ class ReferenceKernels:
         return None
 
     @staticmethod
-    def unsupported(*, sliding_window: int | None, logits_soft_cap: float | None) -> list[str]:
-        """None: the reference ops implement every feature of the contract."""
+    def unsupported(
+        *,
+        sliding_window: int | None,
+        logits_soft_cap: float | None,
+        head_size: int | None = None,
+        num_heads: int | None = None,
+        num_kv_heads: int | None = None,
+    ) -> list[str]:
+        """None: the reference ops implement every feature of the contract, any shape."""
         return []
 
 

@@ -4,17 +4,20 @@ the result Ascend's documentation gives, and rejects what the real op rejects.
 Never shipped and never on ``sys.path`` by default: tests put it there with
 ``vllm_npu.testing.standin``. Importing it attaches ``torch.npu`` (the device API
 of a machine with ``VLLM_NPU_STANDIN_DEVICES`` NPUs, default 1) as torch_npu does.
-No op here is a mock: a wrong layout, dtype or shape raises, as on an NPU.
+No op here is a mock: a wrong layout, dtype or shape raises, as on an NPU. Tensors
+"in NPU memory" are CPU tensors marked by ``torch_npu._device``; the ATB ops fail as
+torch_npu's do when NNAL is missing (``torch_npu.op_plugin.atb._atb_ops``).
 """
 
 from __future__ import annotations
 
 import torch
 
-from torch_npu import _attention, _calls, _fusion_attention, _layers, npu
+from torch_npu import _attention, _calls, _device, _fusion_attention, _layers, npu
 from torch_npu._attention import *  # noqa: F403 (each op module lists its ops in __all__)
 from torch_npu._fusion_attention import *  # noqa: F403
 from torch_npu._layers import *  # noqa: F403
+from torch_npu.op_plugin.atb import _atb_ops
 
 __version__ = "2.13.0+standin"
 __standin__ = True
@@ -27,4 +30,7 @@ torch.npu = npu  # type: ignore[attr-defined]
 __all__ = ["npu", *_attention.__all__, *_fusion_attention.__all__, *_layers.__all__]  # noqa: PLE0604
 
 for _name in __all__[1:]:
-    globals()[_name] = _calls.recorded(globals()[_name])
+    _op = _device.device_op(globals()[_name])
+    if _name in _atb_ops.ATB_OPS:
+        _op = _atb_ops.lazy_load_atb_so(_op)
+    globals()[_name] = _calls.recorded(_op)

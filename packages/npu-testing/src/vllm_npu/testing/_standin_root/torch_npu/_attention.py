@@ -18,6 +18,8 @@ from typing import NoReturn
 import torch
 from torch import Tensor
 
+from torch_npu._device import is_npu
+
 __all__ = [
     "_npu_paged_attention",
     "_npu_reshape_and_cache",
@@ -29,7 +31,24 @@ ATTENTION_DTYPES = (torch.float16, torch.bfloat16)
 MASK_DTYPES = (torch.bool, torch.int8, torch.uint8)
 CAUSAL_MASK_SIZE = 2048
 """Side of the compressed upper-triangular mask that sparse_mode 2, 3 and 4 take."""
+# Limits from the documentation in the torch-npu 2.13.0 wheel. ``_npu_paged_attention``
+# is ATB's PagedAttention operation, documented there under its v2 entry point
+# (op_plugin/atb/_atb_api_docs.py, ``_npu_paged_attention_v2``, 规格约束):
+# "block_size %16 == 0", "block_size <= 128", "head_size范围为（0, 256]".
+PAGED_ATTENTION_BLOCK_ALIGNMENT = 16
 PAGED_ATTENTION_MAX_BLOCK_SIZE = 128
+PAGED_ATTENTION_MAX_HEAD_SIZE = 256
+# _op_plugin_docs.py, npu_fused_infer_attention_score: with page attention and query
+# S >= 2, "block_size最小为128, 最大为512, 且要求是128的倍数"; with S == 1, block_size
+# "最大不超过512 ... float16、bfloat16时需要16对齐"; float16/bfloat16 inputs need
+# "D轴需16对齐"; "num_heads与num_key_value_heads的比值不能大于64"; a (blocknum,
+# blocksize, H) KV cache with "KV_N*D超过65535 ... 会被拦截报错".
+FUSED_MULTI_QUERY_BLOCK_ALIGNMENT = 128
+FUSED_SINGLE_QUERY_BLOCK_ALIGNMENT = 16
+FUSED_MAX_BLOCK_SIZE = 512
+FUSED_HEAD_DIM_ALIGNMENT = 16
+FUSED_MAX_HEAD_RATIO = 64
+FUSED_MAX_KV_HIDDEN = 65535
 
 RESHAPE_AND_CACHE = "_npu_reshape_and_cache"
 PAGED_ATTENTION = "_npu_paged_attention"
@@ -44,10 +63,15 @@ def _npu_reshape_and_cache(
     ``key``/``value``: ``[num_tokens, num_kv_heads, head_size]``; caches:
     ``[num_blocks, block_size, num_kv_heads, head_size]``; ``slot_indices``: int32
     ``[num_tokens]``, slot ``s`` being block ``s // block_size``, offset
-    ``s % block_size``. There is no padding slot: every index must be in range.
+    ``s % block_size``. A token with slot -1 (padding) is not written, as the real
+    op does (checked on hardware by vllm-ascend, vllm-project/vllm-ascend#11713);
+    any other index must be in range.
     """
     _check_cache_write(key, value, key_cache, value_cache, slot_indices)
     slots = slot_indices.long()
+    written = slots >= 0
+    if not bool(written.all()):
+        slots, key, value = slots[written], key[written], value[written]
     for source, cache_tensor in ((key, key_cache), (value, value_cache)):
         cache_tensor.view(-1, *cache_tensor.shape[2:]).index_copy_(0, slots, source)
 
@@ -66,10 +90,11 @@ def _npu_paged_attention(
     """Decode attention: request ``i``'s one query token (row ``i`` of ``query``) over
     the first ``context_lens[i]`` tokens of its blocks ``block_table[i]``, into ``out``.
 
-    ``query``/``out``: ``[num_reqs, num_heads, head_size]``; caches
-    ``[num_blocks, block_size, num_kv_heads, head_size]``; ``block_table`` int32
-    ``[num_reqs, max_blocks]``; ``context_lens`` int32 ``[num_reqs]`` (on the host
-    for the real op). ``num_kv_heads`` 0 means ``num_heads``.
+    ``query``/``out``: ``[num_reqs, num_heads, head_size]`` with head_size at most
+    256; caches ``[num_blocks, block_size, num_kv_heads, head_size]`` with block_size
+    a multiple of 16, at most 128; ``block_table`` int32 ``[num_reqs, max_blocks]``;
+    ``context_lens`` int32 ``[num_reqs]`` in host memory (the op reads it on the host
+    to plan the kernel). ``num_kv_heads`` 0 means ``num_heads``.
     """
     tensors = dict(query=query, key_cache=key_cache, value_cache=value_cache, out=out)
     _check_paged_attention_tensors(block_table, context_lens, **tensors)
@@ -133,6 +158,7 @@ def npu_fused_infer_attention_score(
     query_ends, kv_lens = _check_seq_lengths(
         query.shape[0], actual_seq_lengths, actual_seq_lengths_kv, block_table
     )
+    _check_fused_limits(query, query_ends, num_heads, num_key_value_heads, block_size)
     op, num_blocks = FUSED_ATTENTION, key.shape[0]
     _check_kv_lens(op, "actual_seq_lengths_kv", kv_lens, block_table, block_size, minimum=0)
     _check_used_blocks(op, block_table, kv_lens, block_size, num_blocks)
@@ -227,12 +253,11 @@ def _check_cache_write(
                 f"{tuple(cache_tensor.shape)} (num_kv_heads and head_size must match)",
             )
     num_slots = key_cache.shape[0] * key_cache.shape[1]
-    if num_tokens and not bool(((slot_indices >= 0) & (slot_indices < num_slots)).all()):
+    if num_tokens and not bool(((slot_indices >= -1) & (slot_indices < num_slots)).all()):
         _fail(
             op,
-            f"slot_indices must lie in [0, {num_slots}) (num_blocks * block_size); got "
-            f"min {int(slot_indices.min())}, max {int(slot_indices.max())}. Drop padding "
-            "tokens (slot -1) before the call",
+            f"slot_indices must lie in [0, {num_slots}) (num_blocks * block_size), or be -1 "
+            f"for padding; got min {int(slot_indices.min())}, max {int(slot_indices.max())}",
         )
 
 
@@ -254,6 +279,12 @@ def _check_paged_attention_tensors(
     _check_same_dtype(op, **tensors)
     _check_index_tensor(op, "block_table", block_table, 2)
     _check_index_tensor(op, "context_lens", context_lens, 1)
+    if is_npu(context_lens):
+        _fail(
+            op,
+            "context_lens must be a host (CPU) int32 tensor, got one in NPU memory; pass "
+            "the CPU copy of the sequence lengths",
+        )
 
 
 def _check_paged_attention_shapes(
@@ -270,8 +301,15 @@ def _check_paged_attention_shapes(
     op = PAGED_ATTENTION
     _check_heads(op, query, num_heads, num_kv_heads)
     num_blocks, block_size = key_cache.shape[:2]
-    if block_size > PAGED_ATTENTION_MAX_BLOCK_SIZE:
-        _fail(op, f"block_size must be at most {PAGED_ATTENTION_MAX_BLOCK_SIZE}, got {block_size}")
+    if block_size % PAGED_ATTENTION_BLOCK_ALIGNMENT or block_size > PAGED_ATTENTION_MAX_BLOCK_SIZE:
+        _fail(
+            op,
+            f"block_size must be a multiple of {PAGED_ATTENTION_BLOCK_ALIGNMENT} and at most "
+            f"{PAGED_ATTENTION_MAX_BLOCK_SIZE}, got {block_size}",
+        )
+    head_size = max(query.shape[2], value_cache.shape[3])
+    if head_size > PAGED_ATTENTION_MAX_HEAD_SIZE:
+        _fail(op, f"head_size must be at most {PAGED_ATTENTION_MAX_HEAD_SIZE}, got {head_size}")
     cache_prefix = (num_blocks, block_size, num_kv_heads)
     if key_cache.shape[:3] != cache_prefix or value_cache.shape[:3] != cache_prefix:
         _fail(
@@ -331,6 +369,42 @@ def _check_fused_shapes(
             op,
             f"key {tuple(key.shape)} / value {tuple(value.shape)}: the last dim must be "
             f"num_key_value_heads ({num_key_value_heads}) * head_size ({head_size})",
+        )
+
+
+def _check_fused_limits(
+    query: Tensor, query_ends: list[int], num_heads: int, num_kv_heads: int, block_size: int
+) -> None:
+    """The documented limits of paged attention (see the constants above)."""
+    op = FUSED_ATTENTION
+    head_size = query.shape[2]
+    if head_size % FUSED_HEAD_DIM_ALIGNMENT:
+        _fail(
+            op,
+            f"head dim must be a multiple of {FUSED_HEAD_DIM_ALIGNMENT} for float16/bfloat16, "
+            f"got {head_size}",
+        )
+    if num_heads // num_kv_heads > FUSED_MAX_HEAD_RATIO:
+        _fail(
+            op,
+            f"num_heads / num_key_value_heads must be at most {FUSED_MAX_HEAD_RATIO}, got "
+            f"{num_heads} / {num_kv_heads}",
+        )
+    if num_kv_heads * head_size > FUSED_MAX_KV_HIDDEN:
+        _fail(
+            op,
+            f"num_key_value_heads * head dim must be at most {FUSED_MAX_KV_HIDDEN} for a "
+            f"(blocknum, blocksize, H) KV cache, got {num_kv_heads * head_size}",
+        )
+    query_lens = [end - start for start, end in pairwise([0, *query_ends])]
+    several = max(query_lens, default=0) > 1
+    alignment = FUSED_MULTI_QUERY_BLOCK_ALIGNMENT if several else FUSED_SINGLE_QUERY_BLOCK_ALIGNMENT
+    if block_size % alignment or not 0 < block_size <= FUSED_MAX_BLOCK_SIZE:
+        which = "with several query tokens per request" if several else "with one query token"
+        _fail(
+            op,
+            f"paged attention {which} needs block_size a multiple of {alignment}, at most "
+            f"{FUSED_MAX_BLOCK_SIZE}; got {block_size}",
         )
 
 

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from torch_npu._device import is_npu
+
 __all__ = ["npu_add_rms_norm", "npu_rms_norm", "npu_rotary_mul", "npu_swiglu"]
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -49,9 +51,21 @@ def _check_gamma(op: str, x: Tensor, gamma: Tensor) -> None:
         )
 
 
+def _check_same_device(op: str, **tensors: Tensor) -> None:
+    """All in NPU memory or all on the host (see ``torch_npu._device``), as a kernel
+    launch requires."""
+    places = {name: "npu" if is_npu(tensor) else "cpu" for name, tensor in tensors.items()}
+    if len(set(places.values())) > 1:
+        raise RuntimeError(
+            f"{op}: Expected all tensors to be on the same device, got {places}; move the "
+            "host tensors to the NPU"
+        )
+
+
 def _check_norm_inputs(op: str, x: Tensor, gamma: Tensor) -> None:
     _check_rank(op, "input", x, 1, _MAX_DIMS)
     _check_gamma(op, x, gamma)
+    _check_same_device(op, input=x, gamma=gamma)
 
 
 def _normalize(x: Tensor, gamma: Tensor, epsilon: float) -> tuple[Tensor, Tensor]:
@@ -64,12 +78,12 @@ def _normalize(x: Tensor, gamma: Tensor, epsilon: float) -> tuple[Tensor, Tensor
     return x * rstd * gamma.float(), rstd
 
 
-def npu_rms_norm(self: Tensor, gamma: Tensor, epsilon: float = 1e-06) -> tuple[Tensor, Tensor]:
-    """(y, rstd): y = self / Rms(self) * gamma in self's dtype; rstd = 1 / Rms in float32."""
-    _check_dtypes("npu_rms_norm", self=self, gamma=gamma)
-    _check_norm_inputs("npu_rms_norm", self, gamma)
-    y, rstd = _normalize(self.float(), gamma, epsilon)
-    return y.to(self.dtype), rstd
+def npu_rms_norm(input: Tensor, gamma: Tensor, epsilon: float = 1e-06) -> tuple[Tensor, Tensor]:
+    """(y, rstd): y = input / Rms(input) * gamma in input's dtype; rstd = 1 / Rms in float32."""
+    _check_dtypes("npu_rms_norm", input=input, gamma=gamma)
+    _check_norm_inputs("npu_rms_norm", input, gamma)
+    y, rstd = _normalize(input.float(), gamma, epsilon)
+    return y.to(input.dtype), rstd
 
 
 def npu_add_rms_norm(
@@ -128,26 +142,26 @@ def _rotate(x: Tensor, rotary_mode: str) -> Tensor:
     return torch.stack((-odd, even), dim=-1).flatten(-2)
 
 
-def npu_rotary_mul(self: Tensor, r1: Tensor, r2: Tensor, rotary_mode: str = "half") -> Tensor:
-    """r1 * self + r2 * rotate(self): self is 4-D, r1 (cos) and r2 (sin) broadcast to it."""
-    _check_rotary_inputs(self, r1, r2, rotary_mode)
-    x = self.float()
+def npu_rotary_mul(input: Tensor, r1: Tensor, r2: Tensor, rotary_mode: str = "half") -> Tensor:
+    """r1 * input + r2 * rotate(input): input is 4-D, r1 (cos) and r2 (sin) broadcast to it."""
+    _check_rotary_inputs(input, r1, r2, rotary_mode)
+    x = input.float()
     output = r1.float() * x + r2.float() * _rotate(x, rotary_mode)
-    return output.to(self.dtype)
+    return output.to(input.dtype)
 
 
-def npu_swiglu(self: Tensor, dim: int = -1) -> Tensor:
-    """silu(A) * B, where A and B are the first and second halves of self along dim."""
-    _check_dtypes("npu_swiglu", self=self)
-    _check_rank("npu_swiglu", "input", self, 1, _MAX_DIMS)
-    if not -self.dim() <= dim < self.dim():
+def npu_swiglu(input: Tensor, dim: int = -1) -> Tensor:
+    """silu(A) * B, where A and B are the first and second halves of input along dim."""
+    _check_dtypes("npu_swiglu", input=input)
+    _check_rank("npu_swiglu", "input", input, 1, _MAX_DIMS)
+    if not -input.dim() <= dim < input.dim():
         raise RuntimeError(
-            f"npu_swiglu: dim {dim} is out of range for an input with {self.dim()} dims"
+            f"npu_swiglu: dim {dim} is out of range for an input with {input.dim()} dims"
         )
-    if self.numel() == 0 or self.shape[dim] % 2:
+    if input.numel() == 0 or input.shape[dim] % 2:
         raise RuntimeError(
             f"npu_swiglu: the input must be non-empty and even along dim {dim}, "
-            f"got shape {tuple(self.shape)}"
+            f"got shape {tuple(input.shape)}"
         )
-    first, second = self.float().chunk(2, dim=dim)
-    return (F.silu(first) * second).to(self.dtype)
+    first, second = input.float().chunk(2, dim=dim)
+    return (F.silu(first) * second).to(input.dtype)
