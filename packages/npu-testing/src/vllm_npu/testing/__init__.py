@@ -9,6 +9,7 @@ from vllm_npu.testing.hf_reference import (
 from vllm_npu.testing.tiny_models import (
     ARCHITECTURES,
     DEFAULT_PROMPTS,
+    MOE_ARCHITECTURES,
     TinyModelSpec,
     build_tiny_model,
     build_tiny_models,
@@ -17,6 +18,7 @@ from vllm_npu.testing.tiny_models import (
 __all__ = [
     "ARCHITECTURES",
     "DEFAULT_PROMPTS",
+    "MOE_ARCHITECTURES",
     "TinyModelSpec",
     "build_tiny_model",
     "build_tiny_models",

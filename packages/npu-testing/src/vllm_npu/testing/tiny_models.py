@@ -27,13 +27,23 @@ from tokenizers import (
 from transformers import (
     AutoModelForCausalLM,
     GenerationConfig,
+    Glm4MoeConfig,
     LlamaConfig,
+    MixtralConfig,
     PretrainedConfig,
     PreTrainedTokenizerFast,
     Qwen2Config,
+    Qwen3MoeConfig,
 )
 
-ARCHITECTURES = ("llama", "qwen2")
+DENSE_ARCHITECTURES = ("llama", "qwen2")
+MOE_ARCHITECTURES = ("mixtral", "qwen3_moe", "glm4_moe")
+"""Mixture-of-experts models: Mixtral (softmax top-k, renormalised), Qwen3-MoE
+(softmax top-k, not renormalised) and GLM-4-MoE, which has DeepSeek-V3's MoE
+(sigmoid scores, correction bias, grouped top-k, routed scaling factor, a shared
+expert, a dense first layer) with dense attention instead of MLA."""
+ARCHITECTURES = DENSE_ARCHITECTURES + MOE_ARCHITECTURES
+_QWEN2_TOKENIZER_ARCHS = ("qwen2", "qwen3_moe")
 
 SPEC_MARKER = "tiny_model_spec.json"
 # Bump when the build recipe changes, so cached folders built by an older
@@ -58,6 +68,10 @@ _QWEN2_SPLIT = (
 
 _WEIGHT_STD = 0.5
 _BIAS_STD = 0.1
+# glm4_moe routing: experts in 2 groups, the best group chosen per token, weights
+# scaled by 2.5 (DeepSeek-V3 uses 8 groups, 4 chosen, 2.5).
+_GLM4_MOE_GROUPS = 2
+_GLM4_MOE_ROUTED_SCALING = 2.5
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
@@ -147,6 +161,9 @@ class TinyModelSpec:
     dtype: str = "float32"
     # Only used by qwen2: every layer then uses sliding-window attention.
     sliding_window: int | None = None
+    # Only used by the MoE architectures; intermediate_size is then each expert's.
+    num_experts: int = 8
+    experts_per_token: int = 2
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
@@ -161,6 +178,10 @@ class TinyModelSpec:
             raise ValueError(f"dtype must be one of {_DTYPES}, got {self.dtype!r}")
         if self.sliding_window is not None and self.arch != "qwen2":
             raise ValueError("sliding_window is only supported for arch='qwen2'")
+        if not 1 <= self.experts_per_token <= self.num_experts:
+            raise ValueError("experts_per_token must be between 1 and num_experts")
+        if self.arch == "glm4_moe" and self.num_experts % _GLM4_MOE_GROUPS:
+            raise ValueError(f"glm4_moe needs num_experts divisible by {_GLM4_MOE_GROUPS}")
 
     @property
     def head_dim(self) -> int:
@@ -220,7 +241,7 @@ def _is_complete(path: Path, marker: str) -> bool:
 
 def _build_tokenizer(spec: TinyModelSpec) -> PreTrainedTokenizerFast:
     tokenizer = Tokenizer(models.BPE(unk_token=_UNK))
-    if spec.arch == "qwen2":
+    if spec.arch in _QWEN2_TOKENIZER_ARCHS:
         tokenizer.normalizer = normalizers.NFC()
         tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
             [
@@ -278,6 +299,8 @@ def _build_config(
     )
     if spec.arch == "llama":
         return LlamaConfig(**common)
+    if spec.arch in MOE_ARCHITECTURES:
+        return _moe_config(spec, common)
     if spec.sliding_window is None:
         return Qwen2Config(**common, use_sliding_window=False)
     return Qwen2Config(
@@ -285,6 +308,25 @@ def _build_config(
         use_sliding_window=True,
         sliding_window=spec.sliding_window,
         max_window_layers=0,
+    )
+
+
+def _moe_config(spec: TinyModelSpec, common: dict[str, object]) -> PretrainedConfig:
+    experts = dict(num_experts_per_tok=spec.experts_per_token)
+    if spec.arch == "mixtral":
+        return MixtralConfig(**common, **experts, num_local_experts=spec.num_experts)
+    moe = dict(common, moe_intermediate_size=spec.intermediate_size, **experts)
+    if spec.arch == "qwen3_moe":
+        return Qwen3MoeConfig(**moe, num_experts=spec.num_experts, norm_topk_prob=False)
+    return Glm4MoeConfig(
+        **moe,
+        n_routed_experts=spec.num_experts,
+        n_shared_experts=1,
+        n_group=_GLM4_MOE_GROUPS,
+        topk_group=1,
+        routed_scaling_factor=_GLM4_MOE_ROUTED_SCALING,
+        norm_topk_prob=True,
+        first_k_dense_replace=1,
     )
 
 
@@ -305,6 +347,10 @@ def _build_model(
                 param.normal_(0.0, _BIAS_STD, generator=generator)
             else:
                 param.normal_(0.0, _WEIGHT_STD, generator=generator)
+        for name, buffer in sorted(model.named_buffers()):
+            # DeepSeek-style routers: a bias that steers the choice of experts.
+            if name.endswith("e_score_correction_bias"):
+                buffer.normal_(0.0, _BIAS_STD, generator=generator)
     model.to(getattr(torch, spec.dtype))
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import torch
 
-from torch_npu import _attention, _calls, _device, _fusion_attention, _layers, npu
+from torch_npu import _attention, _calls, _device, _fusion_attention, _layers, _moe, npu
 from torch_npu._attention import *  # noqa: F403 (each op module lists its ops in __all__)
 from torch_npu._fusion_attention import *  # noqa: F403
 from torch_npu._layers import *  # noqa: F403
+from torch_npu._moe import *  # noqa: F403
 from torch_npu.op_plugin.atb import _atb_ops
 
 __version__ = "2.13.0+standin"
@@ -27,7 +28,7 @@ torch.npu = npu  # type: ignore[attr-defined]
 # Unlike torch_npu, PrivateUse1 is not renamed "npu": tensors stay on the CPU and
 # torch.accelerator must keep seeing no accelerator.
 
-__all__ = ["npu", *_attention.__all__, *_fusion_attention.__all__, *_layers.__all__]  # noqa: PLE0604
+__all__ = ["npu", *_attention.__all__, *_fusion_attention.__all__, *_layers.__all__, *_moe.__all__]  # noqa: PLE0604
 
 for _name in __all__[1:]:
     _op = _device.device_op(globals()[_name])
