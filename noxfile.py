@@ -9,8 +9,9 @@
 
 Run through ``./dev nox ...``, which installs nox and finds torch's CPU wheel.
 Every environment gets torch's CPU build from the folder pip is configured
-with, and never torchvision, torchaudio or torchcodec (CUDA builds that fail
-to load against CPU torch).
+with when it holds that release (else the registry's build), and never
+torchvision, torchaudio or torchcodec (CUDA builds that fail to load against
+CPU torch).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import nox
 import tomllib
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parent
@@ -32,6 +34,10 @@ NEWEST = RELEASES[-1]
 PYTHON = "3.11"
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 EXCLUDED = ("torchvision", "torchaudio", "torchcodec")
+CONSTRAINTS = ("cuda-python>=13",)
+"""Resolver traps of vLLM's CUDA dependencies. cuda-python 12.x is one monolithic
+wheel that overwrites cuda-bindings 13's files; with it, vLLM 0.33's model runner
+fails to import (``cuda.bindings.runtime`` has no ``cudaLibrary_t``)."""
 COMPONENTS = (
     "packages/npu-platform",
     "packages/npu-worker",
@@ -71,6 +77,26 @@ def torch_wheel_folder() -> str:
     return found
 
 
+def torch_requirement(version: str) -> str:
+    """``torch==<version>+cpu`` when the wheel folder holds that CPU build, else the registry's.
+
+    The folder serves the CPU builds this machine keeps; a torch release it
+    lacks comes from the registry (on x86 Linux its CUDA build, which also
+    runs on a machine without a GPU).
+    """
+    folder = Path(torch_wheel_folder())
+    cpu_build = Version(f"{version}+cpu")
+    if folder.is_dir():
+        for wheel in folder.glob("torch-*.whl"):
+            try:
+                name, found, _, _ = parse_wheel_filename(wheel.name)
+            except InvalidWheelFilename:
+                continue
+            if name == "torch" and found == cpu_build:
+                return f"torch=={cpu_build}"
+    return f"torch=={version}"
+
+
 def excludes_file(session: nox.Session) -> str:
     """A requirements file naming what uv must never install here."""
     path = Path(session.create_tmp()) / "excludes.txt"
@@ -78,8 +104,15 @@ def excludes_file(session: nox.Session) -> str:
     return str(path)
 
 
+def constraints_file(session: nox.Session) -> str:
+    """A constraints file with ``CONSTRAINTS``."""
+    path = Path(session.create_tmp()) / "constraints.txt"
+    path.write_text("\n".join(CONSTRAINTS) + "\n")
+    return str(path)
+
+
 def install_release(session: nox.Session, release: str) -> None:
-    """vLLM ``release`` with CPU torch, our packages (editable) and the dev tools.
+    """vLLM ``release`` with its torch, our packages (editable) and the dev tools.
 
     The meta-package is built for ``release`` and installed too, so every
     session proves that its pins resolve.
@@ -87,12 +120,16 @@ def install_release(session: nox.Session, release: str) -> None:
     session.env[BUILD_FOR_ENV] = release
     editables = [arg for path in COMPONENTS for arg in ("-e", path)]
     session.install(
+        # The workspace's [tool.uv] (its lock's torch override) is not this release's.
+        "--no-config",
         "--find-links",
         torch_wheel_folder(),
         "--excludes",
         excludes_file(session),
+        "--constraint",
+        constraints_file(session),
         f"vllm=={release}",
-        f"torch=={COMPAT[release]['torch']}+cpu",
+        torch_requirement(COMPAT[release]["torch"]),
         *editables,
         META_PACKAGE,
         *nox.project.dependency_groups(PYPROJECT, "dev"),
@@ -177,14 +214,17 @@ def build(session: nox.Session) -> None:
         "pip",
         "install",
         "--dry-run",
+        "--no-config",
         "--find-links",
         str(out),
         "--find-links",
         torch_wheel_folder(),
         "--excludes",
         excludes_file(session),
+        "--constraint",
+        constraints_file(session),
         f"vllm-npu=={COMPAT[release]['vllm-npu']}",
-        f"torch=={COMPAT[release]['torch']}+cpu",
+        torch_requirement(COMPAT[release]["torch"]),
         external=True,
     )
     session.log(f"vllm-npu {COMPAT[release]['vllm-npu']} for vLLM {release}: {out}")

@@ -360,3 +360,32 @@ def test_the_signature_check_sees_what_would_break_a_call() -> None:
         "'key' is optional in vLLM, required in ours",
         "ours requires 'scale', which vLLM never passes",
     ]
+
+
+def test_our_ir_implementations_match_vllms_ir_ops() -> None:
+    """vLLM IR (``vllm.ir``): each op we implement exists with our signature, and the
+    op priority config (``kernel_config.ir_op_priority``) can put ours first."""
+    ir_op = pytest.importorskip("vllm.ir.op", reason="this vLLM has no vLLM IR")
+    from dataclasses import fields
+
+    from vllm.config.kernel import IrOpPriorityConfig
+
+    from vllm_npu.worker.ir_kernels import IMPLEMENTATIONS
+
+    configurable = {f.name for f in fields(IrOpPriorityConfig)}
+    problems = []
+    for name, (ours, fits) in IMPLEMENTATIONS.items():
+        op = ir_op.IrOp.registry.get(name)
+        if op is None:
+            problems.append(f"vLLM IR has no op {name!r} any more")
+            continue
+        native = inspect.signature(op.impls["native"].impl_fn)
+        for function in (ours, fits):
+            if inspect.signature(function).parameters != native.parameters:
+                problems.append(
+                    f"{function.__qualname__}{inspect.signature(function)} "
+                    f"is not vLLM's {name}{native}"
+                )
+        if name not in configurable:
+            problems.append(f"IrOpPriorityConfig has no {name!r}: ours cannot go first")
+    assert not problems, "\n".join(problems)

@@ -24,9 +24,10 @@ def test_fingerprints_match_the_installed_torch(patch) -> None:
 
 
 def test_without_the_patches_vllm_shutdown_calls_raise() -> None:
-    assert torch.accelerator.current_accelerator() is None
-    with pytest.raises(RuntimeError, match="none is available"):
-        torch.accelerator.empty_host_cache()
+    # CPU torch has no accelerator; a CUDA build names cuda but has no GPU here.
+    assert not torch.accelerator.is_available()
+    with pytest.raises(RuntimeError, match="none is available|no NVIDIA driver"):
+        torch.accelerator.synchronize()
 
 
 def test_with_the_patches_they_do_nothing(manager) -> None:

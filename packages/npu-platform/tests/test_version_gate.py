@@ -11,29 +11,39 @@ from pathlib import Path
 
 import pytest
 import tomllib
+from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from vllm_npu.platform import PLATFORM_QUALNAME, _activation, activate, version_gate
-from vllm_npu.platform.versions import VERSION_OVERRIDE_ENV
+from vllm_npu.platform.versions import VERSION_OVERRIDE_ENV, VllmVersion
 
 ROOT = Path(__file__).resolve().parents[3]
+COMPAT = tomllib.loads((ROOT / "compat.toml").read_text())["vllm"]
+RELEASES = sorted(COMPAT, key=Version)
+LINES = [".".join(release.split(".")[:2]) for release in RELEASES]
+OLDEST, NEWEST = LINES[0], LINES[-1]
+NEXT_MINOR = f"{Version(NEWEST).major}.{Version(NEWEST).minor + 1}.0"
+"""The first vLLM release line after the newest supported one."""
 
 
 @pytest.fixture
 def fake_vllm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], Path]:
-    """Make package metadata say that vLLM ``version`` is installed.
+    """Make package metadata say that vLLM ``version`` (and ``torch``) is installed.
 
     Writes a ``vllm-<version>.dist-info`` into a folder put first on
     ``sys.path``, which is where importlib.metadata looks first.
     """
 
-    def install(version: str) -> Path:
+    def install(version: str, torch: str | None = None) -> Path:
         site = tmp_path / f"fake-vllm-{version}"
-        dist_info = site / f"vllm-{version}.dist-info"
-        dist_info.mkdir(parents=True)
-        (dist_info / "METADATA").write_text(
-            f"Metadata-Version: 2.1\nName: vllm\nVersion: {version}\n"
-        )
+        for name, release in (("vllm", version), ("torch", torch)):
+            if release is None:
+                continue
+            dist_info = site / f"{name}-{release}.dist-info"
+            dist_info.mkdir(parents=True)
+            (dist_info / "METADATA").write_text(
+                f"Metadata-Version: 2.1\nName: {name}\nVersion: {release}\n"
+            )
         monkeypatch.syspath_prepend(str(site))
         return site
 
@@ -73,9 +83,9 @@ def test_installed_vllm_is_supported(gate_env) -> None:
 @pytest.mark.parametrize(
     ("installed", "suggested"),
     [
-        ("0.27.1", "vllm-npu==0.28.*"),
-        ("0.33.0", "vllm-npu==0.32.*"),
-        ("1.0.0", "vllm-npu==0.32.*"),
+        ("0.27.1", f"vllm-npu=={OLDEST}.*"),
+        (NEXT_MINOR, f"vllm-npu=={NEWEST}.*"),
+        ("1.0.0", f"vllm-npu=={NEWEST}.*"),
     ],
 )
 def test_out_of_range_vllm_is_one_error_line(
@@ -93,32 +103,76 @@ def test_out_of_range_vllm_is_one_error_line(
     message = errors[0]
     assert "\n" not in message
     assert f"vLLM {installed} is not supported" in message
-    assert "supported: 0.28, 0.29, 0.30, 0.31, 0.32" in message
+    assert f"supported: {', '.join(LINES)})" in message
     assert suggested in message
     assert version_gate.ALLOW_UNSUPPORTED_ENV in message
 
 
 def test_patch_release_of_a_supported_line_is_supported(gate_env, fake_vllm) -> None:
-    fake_vllm("0.30.2")
+    fake_vllm("0.30.2", torch=COMPAT["0.30.0"]["torch"])
     assert version_gate.check().allowed
+
+
+def _release(version: str) -> VllmVersion:
+    return VllmVersion(version, Version(version), "release")
+
+
+def test_newest_release_is_accepted_and_the_next_minor_refused_in_one_line(gate_env) -> None:
+    newest = RELEASES[-1]
+    assert version_gate.check(_release(newest), COMPAT[newest]["torch"]).allowed
+    refused = version_gate.check(_release(NEXT_MINOR), COMPAT[newest]["torch"])
+    assert not refused.allowed
+    assert refused.message is not None and "\n" not in refused.message
+    assert f"vLLM {NEXT_MINOR} is not supported" in refused.message
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_a_torch_compat_toml_does_not_pair_is_one_line_naming_the_right_one(
+    gate_env, release: str
+) -> None:
+    wanted = COMPAT[release]["torch"]
+    other = next(
+        (entry["torch"] for entry in COMPAT.values() if entry["torch"] != wanted), "2.12.0"
+    )
+    verdict = version_gate.check(_release(release), f"{other}+cpu")
+    assert not verdict.allowed
+    assert verdict.message is not None and "\n" not in verdict.message
+    assert f"goes with torch {wanted}" in verdict.message
+    assert f"torch {other}+cpu is installed" in verdict.message
+    assert f"pip install 'torch=={wanted}'" in verdict.message
+
+
+def test_a_torch_build_tag_does_not_count(gate_env) -> None:
+    newest = RELEASES[-1]
+    torch = COMPAT[newest]["torch"]
+    for build in (torch, f"{torch}+cpu", f"{torch}+cu130"):
+        assert version_gate.check(_release(newest), build).allowed, build
+
+
+def test_a_mismatched_torch_stops_activation_in_one_line(gate_env, fake_vllm, caplog) -> None:
+    fake_vllm("0.33.0", torch="2.13.0+cpu")
+    with caplog.at_level(logging.ERROR, logger="vllm"), pytest.raises(SystemExit):
+        activate()
+    (message,) = _errors(caplog)
+    assert "vLLM 0.33.0 goes with torch 2.14.0" in message
 
 
 def test_development_build_needs_to_be_told_its_release(
     gate_env, fake_vllm, caplog
 ) -> None:
-    fake_vllm("0.33.0.dev12+gabcdef")
+    fake_vllm(f"{NEXT_MINOR}.dev12+gabcdef", torch=COMPAT[RELEASES[-1]]["torch"])
     with caplog.at_level(logging.ERROR, logger="vllm"), pytest.raises(SystemExit):
         activate()
     (message,) = _errors(caplog)
     assert "cannot tell which release" in message and VERSION_OVERRIDE_ENV in message
-    gate_env.setenv(VERSION_OVERRIDE_ENV, "0.32.0")
+    gate_env.setenv(VERSION_OVERRIDE_ENV, RELEASES[-1])
     assert activate() == PLATFORM_QUALNAME
 
 
 def test_maintainer_override_activates_with_a_warning(
     gate_env, fake_vllm, caplog
 ) -> None:
-    fake_vllm("0.33.0")
+    fake_vllm(NEXT_MINOR)
     gate_env.setenv(version_gate.ALLOW_UNSUPPORTED_ENV, "1")
     with caplog.at_level(logging.WARNING, logger="vllm"):
         assert activate() == PLATFORM_QUALNAME
@@ -130,7 +184,7 @@ def test_inactive_plugin_says_nothing_about_versions(
     gate_env, fake_vllm, caplog
 ) -> None:
     gate_env.delenv("VLLM_NPU_DEVICE")
-    fake_vllm("0.33.0")
+    fake_vllm(NEXT_MINOR)
     with caplog.at_level(logging.WARNING, logger="vllm"):
         assert activate() is None
     assert not caplog.records
@@ -142,7 +196,7 @@ def test_vllm_platform_resolution_shows_one_line_and_no_traceback(fake_vllm) -> 
     The line is formatted by vLLM's handler (on stdout) when vLLM configured
     logging already (0.28-0.31 on import), else printed plain by Python (0.32).
     """
-    site = fake_vllm("0.33.0")
+    site = fake_vllm(NEXT_MINOR)
     env = {
         **os.environ,
         "VLLM_NPU_DEVICE": "host",
@@ -164,7 +218,26 @@ def test_vllm_platform_resolution_shows_one_line_and_no_traceback(fake_vllm) -> 
     output = result.stdout + result.stderr
     ours = [line for line in output.splitlines() if "vllm-npu:" in line]
     assert len(ours) == 1, output
-    assert "vLLM 0.33.0 is not supported" in ours[0]
+    assert f"vLLM {NEXT_MINOR} is not supported" in ours[0]
     assert "Traceback" not in output
     assert result.returncode == 1
     assert not output.rstrip().endswith("Platform"), "vLLM went on without us"
+
+
+def test_supported_specifier_covers_exactly_the_supported_lines() -> None:
+    specifier = SpecifierSet(version_gate.supported_vllm_specifier())
+    for line in LINES:
+        assert f"{line}.0" in specifier and f"{line}.7" in specifier
+    assert NEXT_MINOR not in specifier
+    assert f"{Version(OLDEST).major}.{Version(OLDEST).minor - 1}.9" not in specifier
+
+
+def test_supported_specifier_leaves_out_a_skipped_minor_release() -> None:
+    pairings = version_gate.parse_compat(
+        "\n".join(
+            f'[vllm."{v}"]\nvllm-npu = "{v}"\ntorch = "2.13.0"\ntorch-npu = "2.13.0"\n'
+            "components = {}\n"
+            for v in ("0.28.0", "0.30.0")
+        )
+    )
+    assert version_gate.supported_vllm_specifier(pairings) == ">=0.28,<0.31,!=0.29.*"

@@ -9,7 +9,7 @@ import torch
 from vllm.logger import init_logger
 from vllm.platforms.interface import Platform, PlatformEnum
 
-from vllm_npu.platform import _compat, _config, _distributed, _env, discovery
+from vllm_npu.platform import _compat, _config, _distributed, _env, discovery, ir_kernels
 from vllm_npu.platform.device import select_backend
 from vllm_npu.platform.hooks import run_process_hooks
 
@@ -54,6 +54,16 @@ class NPUPlatform(Platform):
     @classmethod
     def pre_register_and_update(cls, parser: Any = None) -> None:
         run_process_hooks("platform")
+
+    @classmethod
+    def import_ir_kernels(cls) -> None:
+        """Our vLLM IR kernels (vLLM's own, ``vllm.kernels``, are for CUDA-like devices)."""
+        ir_kernels.import_registered()
+
+    @classmethod
+    def get_default_ir_op_priority(cls, vllm_config: VllmConfig) -> Any:
+        cls.import_ir_kernels()
+        return ir_kernels.default_priority()
 
     @classmethod
     def import_kernels(cls) -> None:

@@ -14,8 +14,9 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, distribution
+from importlib.metadata import version as package_version
 
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 
 from vllm_npu.platform.versions import VERSION_OVERRIDE_ENV, VllmVersion, vllm_version
 
@@ -97,6 +98,25 @@ def supported_releases() -> tuple[Pairing, ...]:
     return parse_compat(text)
 
 
+def supported_vllm_specifier(pairings: tuple[Pairing, ...] | None = None) -> str:
+    """The supported vLLM release lines as a PEP 440 specifier, e.g. ``>=0.28,<0.34``.
+
+    A minor release missing between the oldest and the newest is excluded
+    (``!=0.30.*``). Default: the releases of the shipped compat.toml.
+    """
+    pairings = pairings or supported_releases()
+    lines = sorted({pairing.vllm.release[:2] for pairing in pairings})
+    (low_major, low_minor), (high_major, high_minor) = lines[0], lines[-1]
+    parts = [f">={low_major}.{low_minor}", f"<{high_major}.{high_minor + 1}"]
+    if low_major == high_major:
+        parts += [
+            f"!={low_major}.{minor}.*"
+            for minor in range(low_minor, high_minor + 1)
+            if (low_major, minor) not in lines
+        ]
+    return ",".join(parts)
+
+
 def _install_hint(release: Version | None, pairings: tuple[Pairing, ...]) -> str:
     if release is not None and release < pairings[0].vllm:
         nearest = pairings[0]
@@ -117,14 +137,46 @@ def _describe(version: VllmVersion) -> str:
     return f"vLLM {version.installed}"
 
 
-def check(version: VllmVersion | None = None) -> Verdict:
-    """The gate's verdict on ``version`` (default: the installed vLLM)."""
+def _installed_torch() -> str | None:
+    try:
+        return package_version("torch")
+    except PackageNotFoundError:
+        return None
+
+
+def _torch_problem(pairing: Pairing, version: VllmVersion, torch_version: str) -> str | None:
+    """Why ``torch_version`` does not go with this vLLM, or None when it does."""
+    try:
+        installed = Version(torch_version).base_version
+    except InvalidVersion:
+        installed = torch_version
+    if installed == Version(pairing.torch).base_version:
+        return None
+    return (
+        f"{_describe(version)} goes with torch {pairing.torch} (compat.toml), but torch "
+        f"{torch_version} is installed; install a matching pair: "
+        f"pip install 'torch=={pairing.torch}'"
+    )
+
+
+def check(version: VllmVersion | None = None, torch_version: str | None = None) -> Verdict:
+    """The gate's verdict on ``version`` and ``torch_version`` (default: the installed ones).
+
+    A supported vLLM line with a torch other than the one compat.toml pairs it with
+    is refused too (torch's local build tag, ``+cpu``, does not count).
+    """
     pairings = supported_releases()
     version = version or vllm_version()
     release = version.release
-    lines = {pairing.line for pairing in pairings}
-    if release is not None and f"{release.major}.{release.minor}" in lines:
-        return Verdict(allowed=True)
+    by_line = {pairing.line: pairing for pairing in pairings}
+    problem: str | None
+    if release is not None and f"{release.major}.{release.minor}" in by_line:
+        torch_version = torch_version or _installed_torch()
+        pairing = by_line[f"{release.major}.{release.minor}"]
+        problem = torch_version and _torch_problem(pairing, version, torch_version)
+        if not problem:
+            return Verdict(allowed=True)
+        return _refused_unless_allowed(problem)
     supported = ", ".join(pairing.line for pairing in pairings)
     if release is None:
         problem = (
@@ -137,6 +189,10 @@ def check(version: VllmVersion | None = None) -> Verdict:
             f"{_describe(version)} is not supported (supported: {supported}); "
             f"install a matching pair: {_install_hint(release, pairings)}"
         )
+    return _refused_unless_allowed(problem)
+
+
+def _refused_unless_allowed(problem: str) -> Verdict:
     allowed = os.environ.get(ALLOW_UNSUPPORTED_ENV, "").strip() == "1"
     if allowed:
         return Verdict(

@@ -8,10 +8,13 @@ from typing import Any
 import torch
 
 from vllm_npu.patches.declaration import Patch
+from vllm_npu.platform.version_gate import supported_vllm_specifier
 
 
 def _no_accelerator() -> bool:
-    return torch.accelerator.current_accelerator() is None
+    # A CUDA build of torch on a machine without a GPU names "cuda" as its
+    # accelerator but has none available.
+    return not torch.accelerator.is_available()
 
 
 def _harmless(name: str) -> Callable[[Any], Any]:
@@ -28,12 +31,14 @@ def _harmless(name: str) -> Callable[[Any], Any]:
 
 _COMMON = dict(
     processes=("platform", "worker", "engine_core"),
-    vllm_versions=">=0.28,<0.33",
+    # Every supported release: the fingerprint refuses a target that drifted.
+    vllm_versions=supported_vllm_specifier(),
     why=(
         "vLLM calls torch.accelerator.{name}() on every platform that is not its own "
         "CPU platform (e.g. cleanup_dist_env_and_memory at shutdown); on the host "
-        "backend torch has no accelerator and the call raises 'Cannot access "
-        "accelerator device when none is available', killing the engine at exit."
+        "backend torch has no usable accelerator and the call raises ('Cannot access "
+        "accelerator device when none is available' with CPU torch, 'Found no NVIDIA "
+        "driver' with a CUDA build), killing the engine at exit."
     ),
     how="Replace torch.accelerator.{name} with a function that does nothing.",
     upstream=(
@@ -45,7 +50,7 @@ _COMMON = dict(
         "torch.accelerator.is_available() first."
     ),
     condition=_no_accelerator,
-    condition_text="when torch has no accelerator (the host backend)",
+    condition_text="when torch has no usable accelerator (the host backend)",
 )
 
 
