@@ -94,3 +94,67 @@ def test_unknown_backend_lists_the_plugged_in_ones(clean_env) -> None:
     clean_env.setenv("VLLM_NPU_DEVICE", "gpu")
     with pytest.raises(DeviceBackendError, match="one of host, ascend, ascend-standin"):
         select_backend()
+
+
+@pytest.fixture
+def nnal_missing(clean_env: pytest.MonkeyPatch):
+    clean_env.setenv("VLLM_NPU_STANDIN_NNAL", "missing")
+    standin.deactivate()
+    with standin.installed() as module:
+        yield module
+
+
+def test_missing_nnal_makes_the_backend_unusable_with_the_fix(nnal_missing, clean_env) -> None:
+    reason = _ascend.unavailable_reason()
+    assert reason is not None and "\n" not in reason
+    assert "cannot load NNAL ([Errno 2] libatb.so: cannot open shared object file" in reason
+    assert "source <NNAL install path>/atb/set_env.sh" in reason
+    assert select_backend().backend is None
+    clean_env.setenv("VLLM_NPU_DEVICE", "ascend")
+    with pytest.raises(DeviceBackendError, match="Please check that the nnal package"):
+        select_backend()
+    clean_env.setenv("VLLM_NPU_DEVICE", "ascend-standin")
+    with pytest.raises(DeviceBackendError, match="cannot load NNAL"):
+        select_backend()
+
+
+def test_nnal_loaded(stand_in) -> None:
+    assert _ascend.nnal_problem() is None
+
+
+def test_torch_npu_not_paired_with_this_vllm_names_the_one_to_install(
+    stand_in, clean_env
+) -> None:
+    clean_env.setattr(stand_in, "__version__", "2.12.0")
+    reason = _ascend.unavailable_reason()
+    assert reason is not None and reason.startswith("torch_npu 2.12.0 does not match vLLM")
+    assert reason.endswith("pip install 'torch-npu==2.13.0'")
+
+
+def test_device_memory_is_refused_before_the_runtime_is_up(stand_in, clean_env) -> None:
+    """The front end must not initialise the NPU runtime (torch_npu allows one per
+    process): the platform answers the total memory only once a worker did."""
+    from vllm_npu.platform.npu_platform import NPUPlatform
+
+    clean_env.setattr("vllm_npu.platform.npu_platform.BACKEND", _ascend.AscendBackend())
+    clean_env.setenv(standin.DEVICES_ENV, "2")
+    clean_env.setenv("VLLM_NPU_STANDIN_MEMORY_TOTAL", str(32 << 30))
+    with pytest.raises(NotImplementedError, match="not queried outside the workers"):
+        NPUPlatform.get_device_total_memory()
+    assert not torch.npu.is_initialized()
+    torch.npu.set_device(1)
+    torch.npu.init()
+    assert NPUPlatform.get_device_total_memory(1) == 32 << 30
+
+
+def test_current_memory_usage_answers_for_the_given_device(stand_in, clean_env) -> None:
+    from vllm_npu.platform.npu_platform import NPUPlatform
+
+    asked: list[object] = []
+    backend = _ascend.AscendBackend()
+    clean_env.setattr(backend, "mem_get_info", lambda index=0: asked.append(index) or (3, 10))
+    clean_env.setattr("vllm_npu.platform.npu_platform.BACKEND", backend)
+    assert NPUPlatform.get_current_memory_usage(torch.device("cpu", 1)) == 7.0
+    assert NPUPlatform.get_current_memory_usage(2) == 7.0
+    assert NPUPlatform.get_current_memory_usage(None) == 7.0
+    assert asked == [1, 2, None]

@@ -156,3 +156,32 @@ def test_supported_combination_is_named(clean_env, capsys) -> None:
     _, report = _doctor_json(capsys)
     supported = next(row for row in report["rows"] if row["item"] == "supported")
     assert supported["value"].startswith("yes: vLLM 0.") and not supported["problem"]
+
+
+def _rows(report: dict) -> dict[str, dict]:
+    return {row["item"]: row for row in report["rows"] if row["section"] == "device"}
+
+
+def test_nnal_row_names_the_fix(clean_env, capsys) -> None:
+    from vllm_npu.testing import standin
+
+    clean_env.setenv("VLLM_NPU_DEVICE", "host")
+    clean_env.setenv("VLLM_NPU_STANDIN_NNAL", "missing")
+    with standin.installed():
+        code, report = _doctor_json(capsys)
+    row = _rows(report)["NNAL (ATB ops)"]
+    assert (code, row["value"]) == (1, "not loaded")
+    assert "source <NNAL install path>/atb/set_env.sh" in row["problem"]
+    assert _rows(report)["torch_npu pairing"]["problem"] == ""
+
+
+def test_nnal_row_when_nnal_loads(clean_env, capsys) -> None:
+    from vllm_npu.testing import standin
+
+    clean_env.setenv("VLLM_NPU_DEVICE", "host")
+    clean_env.delenv("VLLM_NPU_STANDIN_NNAL", raising=False)
+    with standin.installed():
+        _, report = _doctor_json(capsys)
+    assert _rows(report)["NNAL (ATB ops)"] == {
+        "section": "device", "item": "NNAL (ATB ops)", "value": "loaded", "problem": ""
+    }

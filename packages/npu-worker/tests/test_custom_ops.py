@@ -251,6 +251,24 @@ def test_rms_norm_with_residual(ascend: Counter[str], dtype: torch.dtype) -> Non
     assert_close(new_residual, x + residual)
 
 
+def test_rms_norm_without_weight_gives_the_op_a_gamma_on_the_device(
+    ascend: Counter[str], standin: ModuleType
+) -> None:
+    """RMSNorm(has_weight=False) keeps a plain CPU ones-tensor (vLLM does not move it
+    with the model); npu_rms_norm must get a gamma where x is, which the stand-in
+    checks for an NPU input (a device factory from x gives an NPU tensor)."""
+    from torch_npu._device import counting_host_reads, to_npu
+
+    norm = RMSNorm(64, eps=1e-5, dtype=torch.float16, has_weight=False)
+    x = to_npu(torch.randn(7, 64, dtype=torch.float16))
+    with pytest.raises(RuntimeError, match="Expected all tensors to be on the same device"):
+        standin.npu_rms_norm(x, norm.weight)
+    with counting_host_reads() as reads:
+        out = norm(x)
+    assert ascend == {"npu_rms_norm": 2} and reads.total == 0  # the refused call, then ours
+    assert_close(out, norm.forward_native(x))
+
+
 def test_rms_norm_falls_back_for_what_the_fused_op_cannot_do(ascend: Counter[str]) -> None:
     partial_variance = rms_norm(64, torch.float16, var_hidden_size=32)
     x = torch.randn(7, 64, dtype=torch.float16)

@@ -71,3 +71,25 @@ def test_configured_kv_cache_size_wins_without_profiling() -> None:
 def test_no_memory_left_is_one_clear_error() -> None:
     with pytest.raises(ValueError, match="no NPU memory is left for the KV cache"):
         npu_worker.NPUWorker._npu_kv_cache_bytes(_worker(Device(used=60 * GIB), 0.9))
+
+
+def test_npu_kv_cache_from_the_standin_device_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sizing on the Ascend backend's own device API (the stand-in's torch.npu
+    with a fixed 32 GiB NPU, 28 GiB free after the profiling run)."""
+    from vllm_npu.testing import standin
+
+    monkeypatch.setenv(standin.DEVICES_ENV, "2")
+    monkeypatch.setenv("VLLM_NPU_STANDIN_MEMORY_TOTAL", str(32 * GIB))
+    monkeypatch.setenv("VLLM_NPU_STANDIN_MEMORY_FREE", str(28 * GIB))
+    profiled: list[str] = []
+    with standin.installed() as torch_npu:
+        worker = SimpleNamespace(
+            cache_config=SimpleNamespace(kv_cache_memory_bytes=None, gpu_memory_utilization=0.9),
+            model_runner=SimpleNamespace(profile_run=lambda: profiled.append("profile_run")),
+            device_backend=AscendBackend(),
+            device=SimpleNamespace(index=1),
+        )
+        size = npu_worker.NPUWorker._npu_kv_cache_bytes(worker)
+        assert torch_npu.npu.devices_touched() == {0, 1}
+    assert profiled == ["profile_run"]
+    assert size == int(32 * GIB * 0.9) - 4 * GIB

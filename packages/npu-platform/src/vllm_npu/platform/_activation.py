@@ -7,6 +7,7 @@ per process, as one line on the ``vllm`` logger.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from typing import NoReturn
@@ -52,7 +53,11 @@ def activate() -> str | None:
         _report_once(logging.ERROR, str(error))
         return None
     if selection.backend is None:
-        logger.debug("vllm-npu inactive: %s", selection.reason)
+        if importlib.util.find_spec("torch_npu") is not None:
+            # torch_npu is installed, so this is meant to be an Ascend machine.
+            _report_once(logging.ERROR, f"the Ascend backend is unusable: {selection.reason}")
+        else:
+            logger.debug("vllm-npu inactive: %s", selection.reason)
         return None
     try:
         verdict = version_gate.check()

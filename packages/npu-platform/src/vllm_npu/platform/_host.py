@@ -35,7 +35,11 @@ class HostBackend:
     def empty_cache(self) -> None:
         """The CPU allocator keeps no cache to empty."""
 
-    def mem_get_info(self, device_index: int = 0) -> tuple[int, int]:
+    def runtime_initialized(self) -> bool:
+        """The CPU needs no runtime initialisation."""
+        return True
+
+    def mem_get_info(self, device_index: int | None = 0) -> tuple[int, int]:
         memory = psutil.virtual_memory()
         return memory.available, memory.total
 

@@ -10,6 +10,8 @@ other distributions) and the relevant environment variables.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -130,10 +132,11 @@ def compat_rows(
         if (p.vllm.major, p.vllm.minor) == (found.release.major, found.release.minor)
     )
     mismatches = [
-        f"{name} {installed} (compat.toml pairs vLLM {pairing.line} with {wanted})"
-        for name, installed, wanted in (
-            ("torch", torch_version, pairing.torch),
-            ("torch_npu", torch_npu_version, pairing.torch_npu),
+        f"{name} {installed} (compat.toml pairs vLLM {pairing.line} with {wanted}): "
+        f"pip install '{distribution}=={wanted}'"
+        for name, distribution, installed, wanted in (
+            ("torch", "torch", torch_version, pairing.torch),
+            ("torch_npu", "torch-npu", torch_npu_version, pairing.torch_npu),
         )
         if installed and Version(installed).base_version != Version(wanted).base_version
     ]
@@ -161,10 +164,32 @@ def device_rows() -> Iterable[Row]:
         yield Row("device", "backend", "none", str(error))
         return
     name = selection.backend.name if selection.backend else "none (plugin inactive)"
-    yield Row("device", "backend", f"{name}: {selection.reason}")
+    # An installed torch_npu means an Ascend machine: its backend being unusable is a problem.
+    unusable = selection.backend is None and importlib.util.find_spec("torch_npu") is not None
+    yield Row("device", "backend", f"{name}: {selection.reason}",
+              selection.reason if unusable else "")
     if os.environ.get("VLLM_TARGET_DEVICE") == "cpu":
         yield Row("device", "VLLM_TARGET_DEVICE", "cpu",
                   "VLLM_TARGET_DEVICE=cpu makes vLLM skip every platform plugin; unset it")
+    yield from ascend_rows()
+
+
+def ascend_rows() -> Iterable[Row]:
+    """Where a torch_npu imports: whether it is the one compat.toml pairs with this
+    vLLM, and whether NNAL (the ATB ops' library) loaded."""
+    from vllm_npu.platform import _ascend
+
+    if importlib.util.find_spec("torch_npu") is None:
+        return
+    try:
+        importlib.import_module("torch_npu")
+    except Exception:  # the backend row says why (CANN missing)
+        return
+    mismatch = _ascend.version_problem()
+    yield Row("device", "torch_npu pairing", "mismatch" if mismatch else "matches compat.toml",
+              mismatch or "")
+    problem = _ascend.nnal_problem()
+    yield Row("device", "NNAL (ATB ops)", "not loaded" if problem else "loaded", problem or "")
 
 
 def entry_point_rows(load: bool = False) -> Iterable[Row]:

@@ -79,11 +79,23 @@ class NPUPlatform(Platform):
 
     @classmethod
     def get_device_total_memory(cls, device_id: int = 0) -> int:
+        """Answered only where the device runtime is up (workers): the query would
+        initialise it, and the front end (API server, ``LLM``) must not, as torch_npu
+        allows one initialisation per process. vLLM falls back to defaults there."""
+        if not BACKEND.runtime_initialized():
+            raise NotImplementedError(
+                "vllm-npu: the device memory is not queried outside the workers (it would "
+                "initialise the NPU runtime in this process)"
+            )
         return BACKEND.mem_get_info(device_id)[1]
 
     @classmethod
     def get_current_memory_usage(cls, device: Any = None) -> float:
-        free, total = BACKEND.mem_get_info(0)
+        """Bytes in use on ``device`` (an index, ``torch.device`` or None: the current)."""
+        if isinstance(device, str):
+            device = torch.device(device)
+        index = device.index if isinstance(device, torch.device) else device
+        free, total = BACKEND.mem_get_info(index)
         return float(total - free)
 
     @classmethod

@@ -10,7 +10,7 @@ vLLM and compared with transformers. Registered through the
 
 from __future__ import annotations
 
-from vllm_npu.platform._ascend import AscendBackend
+from vllm_npu.platform._ascend import AscendBackend, nnal_problem, version_problem
 from vllm_npu.platform.device import DeviceBackendError
 from vllm_npu.testing import standin
 
@@ -32,3 +32,6 @@ class StandinAscendBackend(AscendBackend):
             raise DeviceBackendError(
                 f"the torch_npu stand-in reports no NPU ({standin.DEVICES_ENV}=0)"
             )
+        problem = version_problem() or nnal_problem()
+        if problem:
+            raise DeviceBackendError(problem)

@@ -56,7 +56,12 @@ class NPURMSNorm(RMSNorm):
     def forward_oot(
         self, x: Tensor, residual: Tensor | None = None
     ) -> Tensor | tuple[Tensor, Tensor]:
-        weight = self.weight.data
+        if self.has_weight:
+            weight = self.weight.data
+        else:
+            # vLLM keeps this ones-weight as a plain CPU tensor, not moved with the
+            # model: the fused op needs its gamma on x's device.
+            weight = x.new_ones(self.weight.shape)
         if not self._fused or weight.dtype != x.dtype:
             return self.forward_native(x, residual)
         if residual is None:
