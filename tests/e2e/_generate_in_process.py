@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 from conftest import greedy_token_ids, vllm_engine  # noqa: E402
@@ -21,6 +23,10 @@ def main() -> None:
     with vllm_engine(model, **engine_args) as llm:
         token_ids = greedy_token_ids(llm, prompts, max_new_tokens)
     print("RESULT " + json.dumps(token_ids))
+    npu = getattr(torch, "npu", None)
+    if npu is not None and hasattr(npu, "devices_touched"):  # the torch_npu stand-in
+        touched = sorted(npu.devices_touched())
+        print(f"FRONTEND_NPU_RUNTIME initialized={npu.is_initialized()} devices={touched}")
 
 
 if __name__ == "__main__":
