@@ -54,10 +54,10 @@ def rotation_matrix(size: int, mode: str) -> torch.Tensor:
 
 def test_ops_are_exported_with_torch_npus_signatures(torch_npu: ModuleType) -> None:
     signatures = {
-        "npu_rms_norm": ["self", "gamma", "epsilon"],
+        "npu_rms_norm": ["input", "gamma", "epsilon"],
         "npu_add_rms_norm": ["x1", "x2", "gamma", "epsilon"],
-        "npu_rotary_mul": ["self", "r1", "r2", "rotary_mode"],
-        "npu_swiglu": ["self", "dim"],
+        "npu_rotary_mul": ["input", "r1", "r2", "rotary_mode"],
+        "npu_swiglu": ["input", "dim"],
     }
     for name, parameters in signatures.items():
         assert name in torch_npu.__all__

@@ -143,7 +143,7 @@ def npu_fused_infer_attention_score(
 
     Returns ``(attention_out [num_tokens, num_heads, head_size_v], softmax_lse)``,
     the log-sum-exp ``[num_tokens, num_heads, 1]`` float32 with ``softmax_lse_flag``,
-    else a one-element zero tensor.
+    else an empty float32 tensor (``[0]``, as the real meta kernel gives).
     """
     if input_layout != "TND" or sparse_mode != 3 or block_table is None:
         raise NotImplementedError(
@@ -167,7 +167,7 @@ def npu_fused_infer_attention_score(
     attention_out, softmax_lse = _attend_requests(
         query, key_heads, value_heads, block_table, query_ends, kv_lens, scale
     )
-    return attention_out, softmax_lse if softmax_lse_flag else torch.zeros(1)
+    return attention_out, softmax_lse if softmax_lse_flag else torch.empty(0)
 
 
 def _attend_requests(

@@ -161,7 +161,7 @@ def npu_moe_init_routing_v2(
     expert_tokens_num_type: int = 0,
     expert_tokens_num_flag: bool = False,
     quant_mode: int = -1,
-    active_expert_range: list[int] | None = None,
+    active_expert_range: list[int] | tuple[int, ...] = (),  # the real default: []
     row_idx_type: int = 0,
     x_dtype: torch.dtype | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
