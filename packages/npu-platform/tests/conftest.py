@@ -18,6 +18,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     for name in (
         _env.DEVICE,
         _env.ATTENTION_BACKEND,
+        _env.MLA_ATTENTION_BACKEND,
         _env.WORKER,
         _env.COMMUNICATOR,
     ):

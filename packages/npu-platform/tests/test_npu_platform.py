@@ -80,7 +80,6 @@ def test_researcher_backend_by_additional_config(researcher_backend) -> None:
 @pytest.mark.parametrize(
     ("selector", "reason"),
     [
-        ({"use_mla": True}, "MLA not supported"),
         ({"dtype": torch.int8}, "dtype not supported"),
         ({"kv_cache_dtype": "fp8"}, "kv_cache_dtype not supported"),
         ({"attn_type": "encoder_only"}, "attention type encoder_only not supported"),
@@ -92,6 +91,43 @@ def test_unsupported_model_features_are_one_clear_error(clean_env, selector, rea
     message = str(raised.value)
     assert reason in message and "VLLM_NPU_ATTENTION_BACKEND" in message
     assert "\n" not in message
+
+
+def test_mla_models_get_the_mla_backend(clean_env) -> None:
+    assert _attention_backend(use_mla=True) == "vllm_npu.attention.mla.NPUMLABackend"
+
+
+def test_mla_backend_is_replaceable_by_its_own_name(clean_env, researcher_backend) -> None:
+    """The MLA kind has a name of its own: choosing a standard backend leaves MLA alone."""
+    clean_env.setenv("VLLM_NPU_ATTENTION_BACKEND", "mine")
+    assert _attention_backend(use_mla=True) == "vllm_npu.attention.mla.NPUMLABackend"
+    with pytest.raises(ValueError, match="'mine' cannot run this model \\(MLA not supported\\)"):
+        _attention_backend({"mla_attention_backend": "mine"}, use_mla=True)
+    clean_env.setenv("VLLM_NPU_MLA_ATTENTION_BACKEND", "mine")
+    with pytest.raises(ValueError, match="VLLM_NPU_MLA_ATTENTION_BACKEND"):
+        _attention_backend(use_mla=True)
+
+
+@pytest.mark.parametrize(
+    ("selector", "reason"),
+    [
+        ({"use_sparse": True}, "sparse not supported"),
+        ({"kv_cache_dtype": "fp8"}, "kv_cache_dtype not supported"),
+    ],
+)
+def test_unsupported_mla_features_are_one_clear_error(clean_env, selector, reason) -> None:
+    with pytest.raises(ValueError) as raised:
+        _attention_backend(use_mla=True, head_size=576, **selector)
+    message = str(raised.value)
+    assert reason in message and "VLLM_NPU_MLA_ATTENTION_BACKEND" in message
+    assert "\n" not in message
+
+
+def test_mla_prefill_backend_comes_from_the_mla_attention_backend(clean_env) -> None:
+    from vllm_npu.attention.mla import NPUMLAPrefillBackend
+
+    with set_current_vllm_config(VllmConfig()):
+        assert NPUPlatform.get_mla_prefill_backend_cls(None) is NPUMLAPrefillBackend
 
 
 def test_config_checks_turn_off_what_the_host_cannot_do(caplog) -> None:

@@ -14,6 +14,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from vllm_npu.testing import (
     ARCHITECTURES,
     DEFAULT_PROMPTS,
+    MLA_ARCHITECTURES,
     TinyModelSpec,
     build_tiny_model,
     build_tiny_models,
@@ -76,7 +77,8 @@ def test_loads_offline(tiny_models: dict[str, Path], arch: str) -> None:
     assert config.model_type == arch
     assert config.architectures == [type(model).__name__]
     assert config.vocab_size == spec.vocab_size == len(tokenizer)
-    assert config.head_dim == 16
+    # MLA configs name the rope part of a head head_dim.
+    assert config.head_dim == (config.qk_rope_head_dim if arch in MLA_ARCHITECTURES else 16)
     assert config.tie_word_embeddings is False
     assert model.get_input_embeddings().weight.shape == (spec.vocab_size, 64)
     assert config.bos_token_id == tokenizer.convert_tokens_to_ids("<s>")
@@ -174,6 +176,21 @@ def test_qwen2_defaults_to_full_attention(tiny_models: dict[str, Path]) -> None:
     config = AutoConfig.from_pretrained(tiny_models["qwen2"])
     assert config.use_sliding_window is False
     assert config.sliding_window is None
+
+
+def test_mla_models_are_dense_deepseek_shapes(tiny_models: dict[str, Path]) -> None:
+    from safetensors import safe_open
+
+    v2, v3 = (AutoConfig.from_pretrained(tiny_models[a]) for a in ("deepseek_v2", "deepseek_v3"))
+    for config in (v2, v3):
+        assert config.first_k_dense_replace >= config.num_hidden_layers, "MoE layers"
+        assert config.qk_nope_head_dim + config.qk_rope_head_dim != config.v_head_dim
+    assert v2.q_lora_rank is None and v3.q_lora_rank is not None
+    assert v3.rope_parameters["rope_type"] == "yarn" and v3.num_nextn_predict_layers == 1
+    with safe_open(tiny_models["deepseek_v3"] / "model.safetensors", "pt") as weights:
+        names = list(weights.keys())
+    mtp = f"model.layers.{v3.num_hidden_layers}."
+    assert f"{mtp}eh_proj.weight" in names and f"{mtp}self_attn.kv_b_proj.weight" in names
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,9 @@ DEVICE = "VLLM_NPU_DEVICE"
 ATTENTION_BACKEND = "VLLM_NPU_ATTENTION_BACKEND"
 """Name of the attention backend entry point to use (default ``npu``)."""
 
+MLA_ATTENTION_BACKEND = "VLLM_NPU_MLA_ATTENTION_BACKEND"
+"""Name of the attention backend entry point for MLA models (default ``npu-mla``)."""
+
 WORKER = "VLLM_NPU_WORKER"
 """Name of the worker entry point to use (default ``npu``)."""
 

@@ -22,7 +22,9 @@ class ComponentKind:
     group: str
     env_var: str
     provider: str
-    """The distribution that ships the default (``npu``) component."""
+    """The distribution that ships the default component."""
+    default_name: str = "npu"
+    """The entry point name used when none is requested."""
 
 
 DEFAULT_NAME = "npu"
@@ -34,6 +36,15 @@ ATTENTION_BACKEND = ComponentKind(
     _env.ATTENTION_BACKEND,
     "vllm-npu-attention",
 )
+MLA_ATTENTION_BACKEND = ComponentKind(
+    "MLA attention backend",
+    "vllm_npu.attention_backends",
+    _env.MLA_ATTENTION_BACKEND,
+    "vllm-npu-attention",
+    default_name="npu-mla",
+)
+"""Attention backends for multi-head latent attention models (DeepSeek-V2/V3): the
+same entry point group, chosen by a name of their own."""
 COMMUNICATOR = ComponentKind(
     "communicator", "vllm_npu.communicators", _env.COMMUNICATOR, "vllm-npu-comm"
 )
@@ -54,8 +65,9 @@ def registered(kind: ComponentKind) -> dict[str, EntryPoint]:
 
 
 def requested_name(kind: ComponentKind, configured: str | None = None) -> str:
-    """The name to use: ``configured`` (engine config), else the environment, else ``npu``."""
-    return configured or _env.get(kind.env_var) or DEFAULT_NAME
+    """The name to use: ``configured`` (engine config), else the environment, else the
+    kind's default (``npu``)."""
+    return configured or _env.get(kind.env_var) or kind.default_name
 
 
 def find(kind: ComponentKind, name: str | None = None) -> EntryPoint:
@@ -64,7 +76,7 @@ def find(kind: ComponentKind, name: str | None = None) -> EntryPoint:
     available = registered(kind)
     if name in available:
         return available[name]
-    if name == DEFAULT_NAME:
+    if name == kind.default_name:
         raise ComponentError(
             f"No {kind.label} is installed: install {kind.provider} "
             f"(pip install {kind.provider}), or the vllm-npu meta-package."

@@ -27,14 +27,26 @@ BACKEND = _selection.backend
 
 ADDITIONAL_CONFIG_ATTENTION_KEY = "attention_backend"
 """``additional_config`` key naming the attention backend entry point to use."""
+ADDITIONAL_CONFIG_MLA_ATTENTION_KEY = "mla_attention_backend"
+"""``additional_config`` key naming the attention backend entry point for MLA models."""
 
 
-def _configured_attention_backend() -> str | None:
-    from vllm.config import get_current_vllm_config
+def _attention_kind(use_mla: bool) -> tuple[discovery.ComponentKind, str]:
+    """The kind of attention backend a model needs and its ``additional_config`` key."""
+    if use_mla:
+        return discovery.MLA_ATTENTION_BACKEND, ADDITIONAL_CONFIG_MLA_ATTENTION_KEY
+    return discovery.ATTENTION_BACKEND, ADDITIONAL_CONFIG_ATTENTION_KEY
 
-    additional = get_current_vllm_config().additional_config or {}
-    value = additional.get(ADDITIONAL_CONFIG_ATTENTION_KEY)
-    return str(value) if value else None
+
+def _configured_attention_backend(vllm_config: VllmConfig | None, use_mla: bool) -> str:
+    """The requested attention backend's name (engine config, environment, default)."""
+    if vllm_config is None:
+        from vllm.config import get_current_vllm_config
+
+        vllm_config = get_current_vllm_config()
+    kind, key = _attention_kind(use_mla)
+    value = (vllm_config.additional_config or {}).get(key)
+    return discovery.requested_name(kind, str(value) if value else None)
 
 
 class NPUPlatform(Platform):
@@ -146,18 +158,16 @@ class NPUPlatform(Platform):
         attn_selector_config: AttentionSelectorConfig,
         num_heads: int | None = None,
     ) -> str:
-        name = discovery.requested_name(
-            discovery.ATTENTION_BACKEND, _configured_attention_backend()
-        )
-        entry_point = discovery.find(discovery.ATTENTION_BACKEND, name)
-        backend_cls = discovery.load(discovery.ATTENTION_BACKEND, entry_point)
+        kind, key = _attention_kind(attn_selector_config.use_mla)
+        name = _configured_attention_backend(None, attn_selector_config.use_mla)
+        entry_point = discovery.find(kind, name)
+        backend_cls = discovery.load(kind, entry_point)
         problems = _compat.attention_backend_problems(backend_cls, attn_selector_config)
         if problems:
             raise ValueError(
                 f"vllm-npu: attention backend {name!r} cannot run this model "
                 f"({'; '.join(problems)}); select another with "
-                f"{_env.ATTENTION_BACKEND} or additional_config "
-                f"{{'{ADDITIONAL_CONFIG_ATTENTION_KEY}': ...}}."
+                f"{kind.env_var} or additional_config {{'{key}': ...}}."
             )
         logger.info_once("vllm-npu: using attention backend %r (%s).", name, entry_point.value)
         return f"{backend_cls.__module__}.{backend_cls.__qualname__}"
@@ -167,17 +177,39 @@ class NPUPlatform(Platform):
         parallel = vllm_config.parallel_config
         if parallel.worker_cls == "auto":
             parallel.worker_cls = discovery.qualname(discovery.WORKER)
-        attention = discovery.find(
-            discovery.ATTENTION_BACKEND,
-            discovery.requested_name(
-                discovery.ATTENTION_BACKEND,
-                (vllm_config.additional_config or {}).get(ADDITIONAL_CONFIG_ATTENTION_KEY),
-            ),
-        )
+        use_mla = bool(getattr(vllm_config.model_config, "use_mla", False))
+        kind, key = _attention_kind(use_mla)
+        name = _configured_attention_backend(vllm_config, use_mla)
+        attention = discovery.find(kind, name)
         _config.adapt_to_backend(vllm_config, BACKEND)
-        attention_cls = discovery.load(discovery.ATTENTION_BACKEND, attention)
+        attention_cls = discovery.load(kind, attention)
+        refuse = getattr(attention_cls, "unsupported_model_features", None)
+        problems = refuse(vllm_config) if refuse is not None else []
+        if problems:
+            raise ValueError(
+                f"vllm-npu: {'MLA ' if use_mla else ''}attention backend {name!r} cannot run "
+                "this model "
+                f"({'; '.join(problems)}); select another with {kind.env_var} or "
+                f"additional_config {{'{key}': ...}}."
+            )
         _config.adapt_block_size(vllm_config, attention_cls.get_supported_kernel_block_sizes())
         _distributed.check_local_ranks(parallel, BACKEND)
+
+    @classmethod
+    def get_mla_prefill_backend_cls(cls, mla_selector_config: Any) -> type:
+        """The MLA prefill backend the selected MLA attention backend names (vLLM 0.32+
+        builds one per MLA layer)."""
+        name = _configured_attention_backend(None, use_mla=True)
+        kind = discovery.MLA_ATTENTION_BACKEND
+        backend_cls = discovery.load(kind, discovery.find(kind, name))
+        prefill_cls = getattr(backend_cls, "get_mla_prefill_backend_cls", None)
+        if prefill_cls is None:
+            raise ValueError(
+                f"vllm-npu: MLA attention backend {name!r} names no MLA prefill backend "
+                "(get_mla_prefill_backend_cls); select another with "
+                f"{kind.env_var}."
+            )
+        return prefill_cls()
 
     @classmethod
     def register_triton_kernel_overrides(cls) -> None:

@@ -9,6 +9,7 @@ from vllm_npu.testing.hf_reference import (
 from vllm_npu.testing.tiny_models import (
     ARCHITECTURES,
     DEFAULT_PROMPTS,
+    MLA_ARCHITECTURES,
     MOE_ARCHITECTURES,
     TinyModelSpec,
     build_tiny_model,
@@ -18,6 +19,7 @@ from vllm_npu.testing.tiny_models import (
 __all__ = [
     "ARCHITECTURES",
     "DEFAULT_PROMPTS",
+    "MLA_ARCHITECTURES",
     "MOE_ARCHITECTURES",
     "TinyModelSpec",
     "build_tiny_model",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from tokenizers import (
     Regex,
     Tokenizer,
@@ -26,6 +27,8 @@ from tokenizers import (
 )
 from transformers import (
     AutoModelForCausalLM,
+    DeepseekV2Config,
+    DeepseekV3Config,
     GenerationConfig,
     Glm4MoeConfig,
     LlamaConfig,
@@ -42,7 +45,11 @@ MOE_ARCHITECTURES = ("mixtral", "qwen3_moe", "glm4_moe")
 (softmax top-k, not renormalised) and GLM-4-MoE, which has DeepSeek-V3's MoE
 (sigmoid scores, correction bias, grouped top-k, routed scaling factor, a shared
 expert, a dense first layer) with dense attention instead of MLA."""
-ARCHITECTURES = DENSE_ARCHITECTURES + MOE_ARCHITECTURES
+MLA_ARCHITECTURES = ("deepseek_v2", "deepseek_v3")
+"""Multi-head latent attention models with dense MLPs in every layer
+(``first_k_dense_replace`` = all layers): DeepSeek-V2 (no query compression) and
+DeepSeek-V3 (compressed query, yarn rope scaling, one MTP layer in the checkpoint)."""
+ARCHITECTURES = DENSE_ARCHITECTURES + MOE_ARCHITECTURES + MLA_ARCHITECTURES
 _QWEN2_TOKENIZER_ARCHS = ("qwen2", "qwen3_moe")
 
 SPEC_MARKER = "tiny_model_spec.json"
@@ -72,6 +79,18 @@ _BIAS_STD = 0.1
 # scaled by 2.5 (DeepSeek-V3 uses 8 groups, 4 chosen, 2.5).
 _GLM4_MOE_GROUPS = 2
 _GLM4_MOE_ROUTED_SCALING = 2.5
+# MLA sizes: latent 32, query latent 24 (deepseek_v3), rope 8, nope 16, values 16.
+_MLA_DIMS = dict(kv_lora_rank=32, qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=16)
+_MLA_Q_LORA_RANK = 24
+_YARN = dict(
+    rope_type="yarn",
+    factor=4.0,
+    original_max_position_embeddings=256,
+    beta_fast=32.0,
+    beta_slow=1.0,
+    mscale=1.0,
+    mscale_all_dim=1.0,
+)
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
@@ -209,6 +228,8 @@ def build_tiny_model(
     try:
         tokenizer = _build_tokenizer(spec)
         _build_model(spec, tokenizer).save_pretrained(staging, safe_serialization=True)
+        if spec.arch == "deepseek_v3":
+            _add_mtp_layer(staging / "model.safetensors", spec)
         tokenizer.save_pretrained(staging)
         for item in sorted(staging.iterdir()):
             os.replace(item, path / item.name)
@@ -301,6 +322,8 @@ def _build_config(
         return LlamaConfig(**common)
     if spec.arch in MOE_ARCHITECTURES:
         return _moe_config(spec, common)
+    if spec.arch in MLA_ARCHITECTURES:
+        return _mla_config(spec, common)
     if spec.sliding_window is None:
         return Qwen2Config(**common, use_sliding_window=False)
     return Qwen2Config(
@@ -328,6 +351,47 @@ def _moe_config(spec: TinyModelSpec, common: dict[str, object]) -> PretrainedCon
         norm_topk_prob=True,
         first_k_dense_replace=1,
     )
+
+
+def _mla_config(spec: TinyModelSpec, common: dict[str, object]) -> PretrainedConfig:
+    # transformers repeats the expanded keys over num_key_value_heads groups (one each
+    # here) and sizes the rotary embedding by head_dim (the rope part).
+    mla = dict(
+        common,
+        **_MLA_DIMS,
+        num_key_value_heads=spec.num_heads,
+        head_dim=_MLA_DIMS["qk_rope_head_dim"],
+        first_k_dense_replace=spec.num_layers,
+        n_routed_experts=spec.num_experts,
+        num_experts_per_tok=spec.experts_per_token,
+        moe_intermediate_size=spec.intermediate_size,
+    )
+    if spec.arch == "deepseek_v2":
+        return DeepseekV2Config(**mla, q_lora_rank=None)
+    rope_theta = mla.pop("rope_theta")
+    return DeepseekV3Config(
+        **mla,
+        q_lora_rank=_MLA_Q_LORA_RANK,
+        rope_parameters=dict(_YARN, rope_theta=rope_theta),
+        num_nextn_predict_layers=1,
+    )
+
+
+def _add_mtp_layer(weights: Path, spec: TinyModelSpec) -> None:
+    """Append a multi-token-prediction layer the way DeepSeek-V3 checkpoints hold it
+    (``model.layers.<num_layers>``: a decoder layer plus its projections), which
+    transformers and vLLM's main model skip when they load."""
+    tensors = load_file(weights)
+    mtp = f"model.layers.{spec.num_layers}."
+    for name, tensor in list(tensors.items()):
+        if name.startswith("model.layers.0."):
+            tensors[mtp + name.removeprefix("model.layers.0.")] = tensor.clone()
+    hidden = spec.hidden_size
+    dtype = getattr(torch, spec.dtype)
+    tensors[mtp + "enorm.weight"] = torch.ones(hidden, dtype=dtype)
+    tensors[mtp + "hnorm.weight"] = torch.ones(hidden, dtype=dtype)
+    tensors[mtp + "eh_proj.weight"] = torch.zeros(hidden, 2 * hidden, dtype=dtype)
+    save_file(tensors, weights, metadata={"format": "pt"})
 
 
 def _build_model(
