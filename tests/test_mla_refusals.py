@@ -45,6 +45,19 @@ def test_sparse_mla_is_refused(deepseek_v2: Path, tmp_path: Path) -> None:
     assert "\n" not in message
 
 
+def test_mla_on_a_kernel_set_without_mla_kernels_is_refused(
+    deepseek_v2: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from vllm_npu.attention import mla
+
+    monkeypatch.setattr(mla, "kernels_for_current_device", lambda: SimpleNamespace(name="nova"))
+    message = _start_up_error(deepseek_v2)
+    assert "MLA on the nova kernel set (it has no MLA kernels yet)" in message
+    assert "\n" not in message
+
+
 def test_a_supported_mla_model_passes_the_start_up_check(deepseek_v2: Path) -> None:
     from vllm.engine.arg_utils import EngineArgs
 

@@ -29,7 +29,7 @@ from vllm.v1.attention.backends.utils import split_decodes_and_prefills
 from vllm.v1.kv_cache_interface import AttentionSpec
 
 from vllm_npu.attention.backend import kernels_for_current_device
-from vllm_npu.attention.mla_kernels import MLAKernels, get_mla_kernels
+from vllm_npu.attention.mla_kernels import MLAKernels, available_mla_kernels, get_mla_kernels
 
 SELECT_ANOTHER = (
     "select another MLA attention backend with VLLM_NPU_MLA_ATTENTION_BACKEND"
@@ -53,7 +53,11 @@ def unsupported_mla_features(vllm_config: VllmConfig) -> list[str]:
         features.append(f"kv_cache_dtype={cache_dtype} (the latent cache is unquantized)")
     if vllm_config.parallel_config.decode_context_parallel_size > 1:
         features.append("decode context parallelism")
-    kernels = mla_kernels_for_current_device()
+    kernel_set = kernels_for_current_device().name
+    if kernel_set not in available_mla_kernels():
+        features.append(f"MLA on the {kernel_set} kernel set (it has no MLA kernels yet)")
+        return features
+    kernels = get_mla_kernels(kernel_set)
     if model_config.dtype not in kernels.dtypes:
         features.append(f"dtype {model_config.dtype} with the {kernels.name} MLA kernels")
     features += kernels.unsupported(
@@ -310,7 +314,10 @@ class NPUMLAImpl(MLAAttentionImpl[NPUMLAMetadata]):
         slot_mapping: torch.Tensor,
         kv_cache_dtype: str,
         k_scale: torch.Tensor,
+        skip_scale: bool = False,
     ) -> None:
+        """Store the new tokens' latents; ``k_scale`` and ``skip_scale`` (vLLM 0.33+)
+        concern quantized caches, which this backend refuses."""
         if kv_cache.numel() == 0:
             return
         self.kernels.write_latent_cache(kv_c_normed, k_pe, kv_cache, slot_mapping)
