@@ -83,6 +83,8 @@ EXTENSION_POINTS = (
     ExtensionPoint(
         "vllm_npu.attention.backend:NPUAttentionBackend",
         "vllm.v1.attention.backend:AttentionBackend",
+        # Called by our platform's check_and_update_config (start-up refusal).
+        own=frozenset({"unsupported_model_features"}),
     ),
     ExtensionPoint(
         "vllm_npu.attention.backend:NPUAttentionMetadataBuilder",

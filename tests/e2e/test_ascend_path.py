@@ -94,3 +94,52 @@ def test_greedy_matches_transformers_on_ascend_path(
     assert "FRONTEND_NPU_RUNTIME initialized=False devices=[]" in output
     assert set(call_log.read_text().split()) >= ASCEND_OPS, "an Ascend op never ran"
     assert _token_ids(output) == expected
+
+
+REFUSAL_SCRIPT = """
+import sys
+from vllm.engine.arg_utils import EngineArgs
+for model in sys.argv[1:]:
+    try:
+        EngineArgs(model=model, dtype="float16", enforce_eager=True).create_engine_config()
+    except ValueError as error:
+        print("REFUSED " + str(error).replace(chr(10), " | "))
+    else:
+        print("ACCEPTED " + model)
+"""
+
+
+def test_models_beyond_the_kernels_limits_are_refused_at_start_up(tiny_model_dir) -> None:
+    """Head size 512, 128 query heads per KV head, a head dim of 24: the ascend
+    kernels cannot run them, and the engine configuration (in the front end, before
+    any worker starts) refuses each in one line that names the limit."""
+    specs = {
+        "head_size 512 (_npu_paged_attention takes at most 256)": TinyModelSpec(
+            hidden_size=1024, num_heads=2, num_kv_heads=1
+        ),
+        "128 query heads per 1 KV heads (a ratio of 128; npu_fused_infer_attention_score "
+        "takes at most 64)": TinyModelSpec(hidden_size=2048, num_heads=128, num_kv_heads=1),
+        "head_size 24 (npu_fused_infer_attention_score needs a multiple of 16)": TinyModelSpec(
+            hidden_size=96, num_heads=4, num_kv_heads=2
+        ),
+    }
+    models = [str(tiny_model_dir(spec)) for spec in specs.values()]
+    env = {**os.environ, "VLLM_NPU_DEVICE": "ascend-standin"}
+    result = subprocess.run(
+        [sys.executable, "-c", REFUSAL_SCRIPT, *models],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    verdicts = [
+        line for line in result.stdout.splitlines() if line.startswith(("REFUSED", "ACCEPTED"))
+    ]
+    assert len(verdicts) == len(specs), result.stdout + result.stderr[-2000:]
+    for limit, verdict in zip(specs, verdicts, strict=True):
+        # vLLM wraps the platform's ValueError in its config validation error; our
+        # message is one of its lines.
+        assert verdict.startswith("REFUSED "), verdict
+        sentence = f"vllm-npu: attention backend 'npu' cannot run this model ({limit})"
+        assert any(sentence in line for line in verdict.split(" | ")), verdict

@@ -490,3 +490,56 @@ def test_the_read_counter_sees_a_device_read(torch_npu: ModuleType) -> None:
         seq_lens.to(device="cpu", dtype=torch.int32)
         (seq_lens >= 0).all().item()
     assert dict(reads.by_kind) == {"tolist": 1, "to": 1, "item": 1}
+
+
+@pytest.mark.parametrize(
+    ("shape", "named"),
+    [
+        (dict(head_size=512, num_heads=8, num_kv_heads=8), "head_size 512 (_npu_paged_attention"),
+        (dict(head_size=72, num_heads=8, num_kv_heads=8), "needs a multiple of 16"),
+        (dict(head_size=64, num_heads=128, num_kv_heads=1), "a ratio of 128"),
+        (dict(head_size=128, num_heads=1024, num_kv_heads=1024), "at most 65535"),
+    ],
+    ids=["head-size-512", "head-dim-72", "head-ratio-128", "kv-hidden"],
+)
+def test_ascend_kernels_name_the_shape_limits(shape: dict[str, int], named: str) -> None:
+    none = dict(sliding_window=None, logits_soft_cap=None)
+    features = ASCEND.unsupported(**none, **shape)
+    assert len(features) == 1 and named in features[0]
+    assert REFERENCE.unsupported(**none, **shape) == []
+    assert ASCEND.unsupported(**none, head_size=256, num_heads=64, num_kv_heads=1) == []
+
+
+def test_backend_refuses_the_model_shape_before_any_layer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The hook the platform calls in check_and_update_config (start-up)."""
+
+    class Model:
+        def get_head_size(self) -> int:
+            return 512
+
+        def get_num_attention_heads(self, parallel: object) -> int:
+            return 8
+
+        def get_num_kv_heads(self, parallel: object) -> int:
+            return 8
+
+    config = SimpleNamespace(model_config=Model(), parallel_config=None)
+    use_device_backend(monkeypatch, kernel_set="ascend")
+    assert NPUAttentionBackend.unsupported_model_features(config) == [
+        "head_size 512 (_npu_paged_attention takes at most 256)"
+    ]
+    use_device_backend(monkeypatch, kernel_set="reference")
+    assert NPUAttentionBackend.unsupported_model_features(config) == []
+    use_device_backend(monkeypatch, kernel_set="ascend")
+    with pytest.raises(NotImplementedError, match="head_size 512"):
+        NPUAttentionImpl(
+            num_heads=8,
+            head_size=512,
+            scale=1.0,
+            num_kv_heads=8,
+            alibi_slopes=None,
+            sliding_window=None,
+            kv_cache_dtype="auto",
+        )

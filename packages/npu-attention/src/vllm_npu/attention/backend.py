@@ -89,6 +89,22 @@ class NPUAttentionBackend(KVCacheShape, AttentionBackend):
     def supports_attn_type(cls, attn_type: str) -> bool:
         return attn_type == AttentionType.DECODER
 
+    @classmethod
+    def unsupported_model_features(cls, vllm_config: VllmConfig) -> list[str]:
+        """The model's attention shapes (per rank) that the current kernel set cannot
+        run, named with the limit; the platform refuses the model at start-up with them,
+        before any layer is built."""
+        model, parallel = vllm_config.model_config, vllm_config.parallel_config
+        return list(
+            kernels_for_current_device().unsupported(
+                sliding_window=None,
+                logits_soft_cap=None,
+                head_size=model.get_head_size(),
+                num_heads=model.get_num_attention_heads(parallel),
+                num_kv_heads=model.get_num_kv_heads(parallel),
+            )
+        )
+
 
 @dataclass
 class NPUAttentionMetadata:
