@@ -93,3 +93,10 @@ def test_npu_kv_cache_from_the_standin_device_memory(monkeypatch: pytest.MonkeyP
         assert torch_npu.npu.devices_touched() == {0, 1}
     assert profiled == ["profile_run"]
     assert size == int(32 * GIB * 0.9) - 4 * GIB
+    # What vLLM makes of it for a 2-layer model with 2 KV heads of 16 in float16 and
+    # the ascend kernels' 128-token blocks.
+    import torch
+    from vllm.v1.kv_cache_interface import FullAttentionSpec
+
+    spec = FullAttentionSpec(block_size=128, num_kv_heads=2, head_size=16, dtype=torch.float16)
+    assert size // (spec.page_size_bytes * 2) == 812_646
