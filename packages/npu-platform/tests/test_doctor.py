@@ -185,3 +185,141 @@ def test_nnal_row_when_nnal_loads(clean_env, capsys) -> None:
     assert _rows(report)["NNAL (ATB ops)"] == {
         "section": "device", "item": "NNAL (ATB ops)", "value": "loaded", "problem": ""
     }
+
+
+def _fake_distribution(site: Path, name: str, version: str, requires: list[str],
+                       module_source: str = "") -> None:
+    """What pip leaves for ``name`` (metadata and an importable module)."""
+    dist_info = site / f"{name}-{version}.dist-info"
+    dist_info.mkdir(parents=True)
+    lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
+    lines += [f"Requires-Dist: {requirement}" for requirement in requires]
+    (dist_info / "METADATA").write_text("\n".join(lines) + "\n")
+    (site / name).mkdir()
+    (site / name / "__init__.py").write_text(module_source)
+
+
+def _mismatched_build(torch_version: str) -> str:
+    """A torchvision version whose build tag is not the installed torch's."""
+    from packaging.version import Version
+
+    return "0.28.0" if Version(torch_version).local else "0.28.0+cpu"
+
+
+def test_selective_install_with_another_attention_backend_is_healthy(
+    clean_env, capsys, install_distribution, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A researcher's backend selected and installed: vllm-npu-attention is not needed."""
+    install_distribution(
+        "researcher-attention",
+        {"vllm_npu.attention_backends": {"researcher": "researcher_attention:Backend"}},
+        {"researcher_attention.py": "class Backend:\n    pass\n"},
+    )
+    clean_env.setenv("VLLM_NPU_DEVICE", "host")
+    clean_env.setenv("VLLM_NPU_ATTENTION_BACKEND", "researcher")
+    real = doctor._installed
+    monkeypatch.setattr(
+        doctor, "_installed", lambda name: None if name == "vllm-npu-attention" else real(name)
+    )
+    code, report = _doctor_json(capsys)
+    assert (code, _problems(report)) == (0, [])
+    items = {(row["section"], row["item"]): row["value"] for row in report["rows"]}
+    assert items[("distributions", "vllm-npu-attention")] == (
+        "not installed (not needed: attention backend 'researcher' selected by "
+        "VLLM_NPU_ATTENTION_BACKEND)"
+    )
+    assert items[("components", "attention backend")] == (
+        "researcher = researcher_attention:Backend (from researcher-attention 1.0)"
+    )
+    assert "(from vllm-npu-comm " in items[("components", "communicator")]
+
+
+def test_missing_default_attention_backend_is_a_problem(
+    clean_env, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = doctor._installed
+    monkeypatch.setattr(
+        doctor, "_installed", lambda name: None if name == "vllm-npu-attention" else real(name)
+    )
+    code, report = _doctor_json(capsys)
+    assert code == 1
+    assert "missing: pip install vllm-npu-attention" in _problems(report)
+
+
+def test_torchvision_built_for_another_torch_is_named(
+    clean_env, capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch_version = doctor._installed("torch")
+    site = tmp_path / "site"
+    version = _mismatched_build(torch_version)
+    base = torch_version.split("+")[0]
+    _fake_distribution(site, "torchvision", version, [f"torch=={base}", "numpy"])
+    monkeypatch.syspath_prepend(str(site))
+    clean_env.setenv("VLLM_NPU_DEVICE", "host")
+    code, report = _doctor_json(capsys)
+    assert code == 1
+    (problem,) = [p for p in _problems(report) if "torchvision" in p]
+    assert problem.startswith(f"torchvision {version} is ")
+    assert f"installed torch is {torch_version}" in problem
+    assert "pip uninstall -y torchvision" in problem
+
+
+def test_torchvision_pinning_another_torch_release_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vllm_npu.platform import _torch_companions
+
+    torch_version = doctor._installed("torch")
+    local = torch_version.partition("+")[2]
+    site = tmp_path / "site"
+    version = f"0.1.0+{local}" if local else "0.1.0"
+    _fake_distribution(site, "torchvision", version, ["torch==1.0.0"])
+    monkeypatch.syspath_prepend(str(site))
+    (finding,) = [f for f in _torch_companions.findings(torch_version) if f.name == "torchvision"]
+    assert f"requires torch==1.0.0, installed is {torch_version}" in finding.problem
+
+
+def test_matching_torchvision_is_fine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vllm_npu.platform import _torch_companions
+
+    torch_version = doctor._installed("torch")
+    local = torch_version.partition("+")[2]
+    site = tmp_path / "site"
+    version = f"0.28.0+{local}" if local else "0.28.0"
+    _fake_distribution(site, "torchvision", version, [f"torch=={torch_version.split('+')[0]}"])
+    monkeypatch.syspath_prepend(str(site))
+    (finding,) = [f for f in _torch_companions.findings(torch_version) if f.name == "torchvision"]
+    assert finding.problem == ""
+
+
+def test_torchcodec_that_does_not_import_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torchcodec names no torch build: it is imported alone, in a subprocess."""
+    from vllm_npu.platform import _torch_companions
+
+    site = tmp_path / "site"
+    _fake_distribution(
+        site, "torchcodec", "0.9.0", [],
+        "raise OSError('Could not load this library: libtorchcodec_core8.so')\n",
+    )
+    monkeypatch.syspath_prepend(str(site))
+    (finding,) = [
+        f for f in _torch_companions.findings(doctor._installed("torch"))
+        if f.name == "torchcodec"
+    ]
+    assert finding.problem.startswith("torchcodec 0.9.0 does not import against this torch")
+    assert "libtorchcodec_core8.so" in finding.problem
+
+
+def test_unusable_ascend_backend_is_a_problem_where_torch_npu_is_installed(
+    clean_env, capsys
+) -> None:
+    from vllm_npu.testing import standin
+
+    clean_env.setenv("VLLM_NPU_STANDIN_NNAL", "missing")
+    with standin.installed():
+        code, report = _doctor_json(capsys)
+    row = _rows(report)["backend"]
+    assert code == 1 and row["value"].startswith("none (plugin inactive)")
+    assert "cannot load NNAL" in row["problem"]

@@ -91,10 +91,43 @@ def _installed(name: str) -> str | None:
 
 
 def distribution_rows() -> Iterable[Row]:
+    """Our distributions; a missing component distribution is a problem only when the
+    component it provides is the one selected (a researcher may bring their own)."""
     for name in DISTRIBUTIONS:
         found = _installed(name)
-        problem = "" if found or name == "vllm-npu" else f"missing: pip install {name}"
-        yield Row("distributions", name, found or "not installed", problem)
+        if found or name == "vllm-npu":
+            yield Row("distributions", name, found or "not installed")
+            continue
+        elsewhere = _selected_elsewhere(name)
+        if elsewhere:
+            yield Row("distributions", name, f"not installed (not needed: {elsewhere})")
+        else:
+            yield Row("distributions", name, "not installed", f"missing: pip install {name}")
+
+
+ENGINE_COMPONENTS = (discovery.WORKER, discovery.ATTENTION_BACKEND, discovery.COMMUNICATOR)
+"""The components every engine loads."""
+
+
+def _selected_elsewhere(distribution: str) -> str:
+    """Why ``distribution`` is not needed (each component it provides is selected by
+    another name), or "" when it is needed."""
+    kinds = [kind for kind in ENGINE_COMPONENTS if kind.provider == distribution]
+    reasons = []
+    for kind in kinds:
+        name = discovery.requested_name(kind)
+        if name == kind.default_name:
+            return ""
+        reasons.append(f"{kind.label} {name!r} selected by {kind.env_var}")
+    return "; ".join(reasons)
+
+
+def companion_rows() -> Iterable[Row]:
+    """torchvision, torchaudio and torchcodec: a build for another torch breaks vLLM."""
+    from vllm_npu.platform import _torch_companions
+
+    for finding in _torch_companions.findings(_installed("torch")):
+        yield Row("versions", finding.name, finding.version, finding.problem)
 
 
 def version_rows() -> Iterable[Row]:
@@ -226,7 +259,10 @@ def component_rows() -> Iterable[Row]:
         except discovery.ComponentError as error:
             yield Row("components", kind.label, "none", str(error))
             continue
-        yield Row("components", kind.label, f"{entry_point.name} = {entry_point.value}")
+        owner = f"{entry_point.dist.name} {entry_point.dist.version}" if entry_point.dist else "?"
+        yield Row(
+            "components", kind.label, f"{entry_point.name} = {entry_point.value} (from {owner})"
+        )
 
 
 def contributed_rows() -> Iterable[Row]:
@@ -254,7 +290,7 @@ def torch_checks(load_entry_points: bool) -> tuple[Callable[[], Iterable[Row]], 
 
 
 def run_checks(load_entry_points: bool = False) -> Report:
-    report = Report(rows=[*distribution_rows(), *version_rows()])
+    report = Report(rows=[*distribution_rows(), *version_rows(), *companion_rows()])
     torch_broken = list(torch_npu_rows())
     report.rows.extend(torch_broken)
     if torch_broken:
