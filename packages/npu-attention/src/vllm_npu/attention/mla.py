@@ -265,8 +265,8 @@ class NPUMLAImpl(MLAAttentionImpl[NPUMLAMetadata]):
         from vllm.config import get_current_vllm_config
 
         self.kernels = mla_kernels_for_current_device()
-        unsupported = self.kernels.unsupported(
-            kv_lora_rank=kv_lora_rank, qk_rope_head_dim=qk_rope_head_dim
+        unsupported = list(
+            self.kernels.unsupported(kv_lora_rank=kv_lora_rank, qk_rope_head_dim=qk_rope_head_dim)
         )
         if indexer is not None or "topk_indices_buffer" in other_args:
             unsupported.append("sparse MLA (DeepSeek-V3.2 DSA indexer)")

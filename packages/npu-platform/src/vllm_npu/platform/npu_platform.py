@@ -184,7 +184,9 @@ class NPUPlatform(Platform):
         _config.adapt_to_backend(vllm_config, BACKEND)
         attention_cls = discovery.load(kind, attention)
         refuse = getattr(attention_cls, "unsupported_model_features", None)
-        problems = refuse(vllm_config) if refuse is not None else []
+        # Without a model (a bare VllmConfig) there is nothing to check yet.
+        has_model = vllm_config.model_config is not None
+        problems = refuse(vllm_config) if refuse is not None and has_model else []
         if problems:
             raise ValueError(
                 f"vllm-npu: {'MLA ' if use_mla else ''}attention backend {name!r} cannot run "
