@@ -13,6 +13,7 @@ process of its own.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -93,6 +94,10 @@ def test_greedy_matches_transformers_on_ascend_path(
     # initialisation per process; only the workers may do it).
     assert "FRONTEND_NPU_RUNTIME initialized=False devices=[]" in output
     assert set(call_log.read_text().split()) >= ASCEND_OPS, "an Ascend op never ran"
+    if importlib.util.find_spec("vllm.ir") is not None:
+        # vLLM IR's norms prefer our kernels (vllm_npu.worker.ir_kernels) on this backend.
+        assert "rms_norm=['npu', 'native']" in output, "vLLM IR norms do not use ours"
+        assert "fused_add_rms_norm=['npu', 'native']" in output
     assert _token_ids(output) == expected
 
 

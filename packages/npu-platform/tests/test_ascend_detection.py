@@ -125,10 +125,18 @@ def test_nnal_loaded(stand_in) -> None:
 def test_torch_npu_not_paired_with_this_vllm_names_the_one_to_install(
     stand_in, clean_env
 ) -> None:
+    from vllm_npu.platform import version_gate
+    from vllm_npu.platform.versions import vllm_version
+
+    release = vllm_version().release
+    assert release is not None
+    (pairing,) = (
+        p for p in version_gate.supported_releases() if p.vllm.release[:2] == release.release[:2]
+    )
     clean_env.setattr(stand_in, "__version__", "2.12.0")
     reason = _ascend.unavailable_reason()
     assert reason is not None and reason.startswith("torch_npu 2.12.0 does not match vLLM")
-    assert reason.endswith("pip install 'torch-npu==2.13.0'")
+    assert reason.endswith(f"pip install 'torch-npu=={pairing.torch_npu}'")
 
 
 def test_device_memory_is_refused_before_the_runtime_is_up(stand_in, clean_env) -> None:

@@ -241,3 +241,30 @@ def test_supported_specifier_leaves_out_a_skipped_minor_release() -> None:
         )
     )
     assert version_gate.supported_vllm_specifier(pairings) == ">=0.28,<0.31,!=0.29.*"
+
+
+def test_cuda_python_12_over_cuda_bindings_13_is_one_line(gate_env, tmp_path, monkeypatch) -> None:
+    """What the resolver picked here for vLLM 0.33: cuda-python 12.6.2.post1 (a whole
+    wheel with cuda/bindings) next to cuda-bindings 13.5.0."""
+    site = tmp_path / "site"
+    for name, release, files in (
+        ("cuda_python", "12.6.2.post1", ["cuda/bindings/runtime.cpython-311-x86_64-linux-gnu.so"]),
+        ("cuda_bindings", "13.5.0", ["cuda/bindings/runtime.cpython-311-x86_64-linux-gnu.so"]),
+    ):
+        dist_info = site / f"{name}-{release}.dist-info"
+        dist_info.mkdir(parents=True)
+        (dist_info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: {release}\n"
+        )
+        (dist_info / "RECORD").write_text("".join(f"{path},,\n" for path in files))
+    monkeypatch.syspath_prepend(str(site))
+    newest = RELEASES[-1]
+    verdict = version_gate.check(_release(newest), COMPAT[newest]["torch"])
+    assert not verdict.allowed
+    assert verdict.message is not None and "\n" not in verdict.message
+    assert "cuda-python 12.6.2.post1 and cuda-bindings 13.5.0" in verdict.message
+    assert "pip install 'cuda-python>=13'" in verdict.message
+
+
+def test_installed_cuda_python_goes_with_its_bindings() -> None:
+    assert version_gate._cuda_python_problem() is None

@@ -159,11 +159,31 @@ def _torch_problem(pairing: Pairing, version: VllmVersion, torch_version: str) -
     )
 
 
+def _cuda_python_problem() -> str | None:
+    """cuda-python 12's wheel ships ``cuda/bindings`` itself; next to cuda-bindings 13
+    (which vLLM's CUDA dependencies bring, on NPU and CPU machines too) the two
+    overwrite each other's files and importing vLLM's model runner fails."""
+    try:
+        cuda_python = distribution("cuda-python")
+        bindings = package_version("cuda-bindings")
+    except PackageNotFoundError:
+        return None
+    if not any(str(path).startswith("cuda/bindings/") for path in cuda_python.files or ()):
+        return None
+    return (
+        f"cuda-python {cuda_python.version} and cuda-bindings {bindings} both install "
+        "cuda/bindings, and vLLM fails to import from the mix ('cuda.bindings.runtime' "
+        "has no attribute ...); install the cuda-python that goes with cuda-bindings: "
+        "pip install 'cuda-python>=13'"
+    )
+
+
 def check(version: VllmVersion | None = None, torch_version: str | None = None) -> Verdict:
     """The gate's verdict on ``version`` and ``torch_version`` (default: the installed ones).
 
     A supported vLLM line with a torch other than the one compat.toml pairs it with
-    is refused too (torch's local build tag, ``+cpu``, does not count).
+    is refused too (torch's local build tag, ``+cpu``, does not count), and so is an
+    installation whose CUDA Python bindings overwrite each other.
     """
     pairings = supported_releases()
     version = version or vllm_version()
@@ -173,7 +193,9 @@ def check(version: VllmVersion | None = None, torch_version: str | None = None) 
     if release is not None and f"{release.major}.{release.minor}" in by_line:
         torch_version = torch_version or _installed_torch()
         pairing = by_line[f"{release.major}.{release.minor}"]
-        problem = torch_version and _torch_problem(pairing, version, torch_version)
+        problem = (
+            torch_version and _torch_problem(pairing, version, torch_version)
+        ) or _cuda_python_problem()
         if not problem:
             return Verdict(allowed=True)
         return _refused_unless_allowed(problem)

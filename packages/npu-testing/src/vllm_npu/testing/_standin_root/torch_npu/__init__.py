@@ -20,7 +20,8 @@ from torch_npu._layers import *  # noqa: F403
 from torch_npu._moe import *  # noqa: F403
 from torch_npu.op_plugin.atb import _atb_ops
 
-__version__ = "2.13.0+standin"
+# torch_npu X.Y.Z is built for torch X.Y.Z: the stand-in is the one for the torch it runs on.
+__version__ = f"{torch.__version__.split('+')[0]}+standin"
 __standin__ = True
 """Marks this module as the stand-in; the real torch_npu has no such attribute."""
 
