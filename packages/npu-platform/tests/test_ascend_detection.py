@@ -166,3 +166,28 @@ def test_current_memory_usage_answers_for_the_given_device(stand_in, clean_env) 
     assert NPUPlatform.get_current_memory_usage(2) == 7.0
     assert NPUPlatform.get_current_memory_usage(None) == 7.0
     assert asked == [1, 2, None]
+
+
+def test_nnal_mismatch_is_named(clean_env) -> None:
+    clean_env.setenv("VLLM_NPU_STANDIN_NNAL", "mismatch")
+    with standin.installed():
+        reason = _ascend.unavailable_reason()
+    assert reason is not None and "undefined symbol" in reason
+    assert "Please check the version of the NNAL package" in reason
+
+
+def test_nnal_lookup_without_torch_npus_loader_state(
+    stand_in, clean_env, tmp_path: Path
+) -> None:
+    """A torch_npu without op_plugin.atb: libatb.so is looked for on LD_LIBRARY_PATH,
+    as the dynamic loader finds it."""
+    clean_env.setenv("LD_LIBRARY_PATH", str(tmp_path))
+    clean_env.setenv("ATB_HOME_PATH", str(tmp_path / "nnal"))
+    with pytest.MonkeyPatch.context() as patch:  # undone before the stand-in goes
+        patch.setitem(sys.modules, "torch_npu.op_plugin.atb._atb_ops", None)
+        problem = _ascend.nnal_problem()
+        assert problem is not None
+        assert problem.startswith("NNAL's libatb.so is not on LD_LIBRARY_PATH")
+        assert f"ATB_HOME_PATH={tmp_path / 'nnal'}" in problem
+        (tmp_path / "libatb.so").write_bytes(b"")
+        assert _ascend.nnal_problem() is None

@@ -167,6 +167,7 @@ def test_nnal_row_names_the_fix(clean_env, capsys) -> None:
 
     clean_env.setenv("VLLM_NPU_DEVICE", "host")
     clean_env.setenv("VLLM_NPU_STANDIN_NNAL", "missing")
+    standin.deactivate()  # a fresh import reads the NNAL state
     with standin.installed():
         code, report = _doctor_json(capsys)
     row = _rows(report)["NNAL (ATB ops)"]
@@ -180,6 +181,7 @@ def test_nnal_row_when_nnal_loads(clean_env, capsys) -> None:
 
     clean_env.setenv("VLLM_NPU_DEVICE", "host")
     clean_env.delenv("VLLM_NPU_STANDIN_NNAL", raising=False)
+    standin.deactivate()
     with standin.installed():
         _, report = _doctor_json(capsys)
     assert _rows(report)["NNAL (ATB ops)"] == {
@@ -318,6 +320,7 @@ def test_unusable_ascend_backend_is_a_problem_where_torch_npu_is_installed(
     from vllm_npu.testing import standin
 
     clean_env.setenv("VLLM_NPU_STANDIN_NNAL", "missing")
+    standin.deactivate()  # a fresh import reads the NNAL state
     with standin.installed():
         code, report = _doctor_json(capsys)
     row = _rows(report)["backend"]
