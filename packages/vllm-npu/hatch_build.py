@@ -52,7 +52,7 @@ def chosen_release(releases: dict[str, Any]) -> str:
 
 
 class CompatMetadataHook(MetadataHookInterface):
-    """Sets version, dependencies and the ``ascend`` extra from compat.toml."""
+    """Sets version, dependencies and the ``ascend`` and ``ray`` extras from compat.toml."""
 
     def update(self, metadata: dict[str, Any]) -> None:
         releases = tomllib.loads(compat_path(self.root).read_text())["vllm"]
@@ -66,7 +66,9 @@ class CompatMetadataHook(MetadataHookInterface):
             *(f"{name}=={version}" for name, version in entry["components"].items()),
         ]
         metadata["optional-dependencies"] = {
-            "ascend": [f"torch-npu=={entry['torch-npu']}"]
+            "ascend": [f"torch-npu=={entry['torch-npu']}"],
+            # The platform declares the Ray it configures vLLM's Ray executor for.
+            "ray": [f"vllm-npu-platform[ray]=={entry['components']['vllm-npu-platform']}"],
         }
 
 

@@ -29,4 +29,8 @@ def resolve(module: str, qualname: str) -> tuple[Any, str, Any]:
         owner = getattr(owner, name)
     if not hasattr(owner, attribute):
         raise TargetMissing(f"{module}:{qualname} does not exist")
+    if isinstance(owner, type) and attribute in vars(owner):
+        # The class's own entry, so that a staticmethod or classmethod is restored
+        # as one when the patch is reverted.
+        return owner, attribute, vars(owner)[attribute]
     return owner, attribute, getattr(owner, attribute)

@@ -17,7 +17,7 @@ class HostBackend:
     dist_backend = "gloo"
     kernel_set = "reference"
     device_control_env_var = "VLLM_NPU_HOST_VISIBLE_DEVICES"
-    ray_device_key = ""
+    ray_device_key = "CPU"
     ray_noset_device_env_vars: tuple[str, ...] = ()
 
     def device_count(self) -> int:

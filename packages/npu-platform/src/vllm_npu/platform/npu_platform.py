@@ -9,7 +9,15 @@ import torch
 from vllm.logger import init_logger
 from vllm.platforms.interface import Platform, PlatformEnum
 
-from vllm_npu.platform import _compat, _config, _distributed, _env, discovery, ir_kernels
+from vllm_npu.platform import (
+    _compat,
+    _config,
+    _distributed,
+    _env,
+    _ray,
+    discovery,
+    ir_kernels,
+)
 from vllm_npu.platform.device import select_backend
 from vllm_npu.platform.hooks import run_process_hooks
 
@@ -196,6 +204,7 @@ class NPUPlatform(Platform):
             )
         _config.adapt_block_size(vllm_config, attention_cls.get_supported_kernel_block_sizes())
         _distributed.check_local_ranks(parallel, BACKEND)
+        _ray.configure(parallel, BACKEND)
 
     @classmethod
     def get_mla_prefill_backend_cls(cls, mla_selector_config: Any) -> type:
