@@ -32,6 +32,7 @@ def test_healthy_host_install(clean_env, capsys) -> None:
     items = {(row["section"], row["item"]): row["value"] for row in report["rows"]}
     assert items[("device", "backend")].startswith("host")
     assert items[("components", "attention backend")].startswith("npu = ")
+    assert items[("components", "MLA attention backend")].startswith("npu-mla = ")
     assert any(section == "patches" for section, _ in items)
     assert ("environment", "VLLM_NPU_DEVICE") in items
 

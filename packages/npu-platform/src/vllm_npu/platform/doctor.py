@@ -45,6 +45,7 @@ DOCTOR_GROUP = "vllm_npu.doctor"
 ENVIRONMENT = (
     _env.DEVICE,
     _env.ATTENTION_BACKEND,
+    _env.MLA_ATTENTION_BACKEND,
     _env.WORKER,
     _env.COMMUNICATOR,
     _env.HOST_THREADS,
@@ -253,7 +254,12 @@ def entry_point_rows(load: bool = False) -> Iterable[Row]:
 
 
 def component_rows() -> Iterable[Row]:
-    for kind in (discovery.ATTENTION_BACKEND, discovery.COMMUNICATOR, discovery.WORKER):
+    for kind in (
+        discovery.ATTENTION_BACKEND,
+        discovery.MLA_ATTENTION_BACKEND,
+        discovery.COMMUNICATOR,
+        discovery.WORKER,
+    ):
         try:
             entry_point = discovery.find(kind)
         except discovery.ComponentError as error:
