@@ -6,6 +6,8 @@ per process (2-core machines).
 
 import os
 
+pytest_plugins = ["vllm_npu.testing.session_calls"]  # stand-in calls for the conformance test
+
 os.environ.setdefault("VLLM_NPU_DEVICE", "host")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

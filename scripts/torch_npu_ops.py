@@ -7,11 +7,12 @@ python scripts/torch_npu_ops.py --refresh   re-read the real schemas from the to
                                             wheel of compat.toml's newest release, then
                                             rewrite the docs
 
-Found: ``torch_npu.<op>(...)`` and ``torch.npu.<name>`` anywhere, and
-``_torch_npu().<op>`` / ``_npu().<name>`` (accessors that import lazily), with the
-keyword arguments each call passes. The tests check that the torch_npu stand-in
-has every one of them and accepts those keywords (tests/test_torch_npu_ops.py), and
-that it conforms to the real op (tests/test_torch_npu_conformance.py).
+Found: ``torch_npu.<op>(...)``, ``torch_npu.atb.<op>(...)`` and ``torch.npu.<name>``
+anywhere, and the same through ``_torch_npu()`` / ``_npu()`` (accessors that import
+lazily), with the keyword arguments each call passes. The tests check that the
+torch_npu stand-in has every one of them and accepts those keywords
+(tests/test_torch_npu_ops.py), and that it conforms to the real op
+(tests/test_torch_npu_conformance.py).
 
 The real schemas come from two committed files of vllm_npu.testing, so that the docs
 never depend on the machine or the network: ``torch_npu_schemas.json`` (written by
@@ -33,6 +34,8 @@ import tomllib
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted((ROOT / "packages").glob("*/src"))
 SKIPPED = ("npu-testing",)  # the stand-in itself
+OP_SUBMODULES = ("atb",)
+"""``torch_npu.atb.<op>``: the ATB ops torch_npu exports in a submodule."""
 OUTPUT = ROOT / "docs" / "torch_npu_ops.md"
 TESTING = ROOT / "packages" / "npu-testing" / "src" / "vllm_npu" / "testing"
 SCHEMAS = TESTING / "torch_npu_schemas.json"
@@ -48,10 +51,20 @@ class Use:
     files: set[str] = field(default_factory=set)
 
 
+def _is_torch_npu(node: ast.expr) -> bool:
+    """``torch_npu``, or ``_torch_npu()`` (an accessor that imports it lazily)."""
+    if isinstance(node, ast.Call):
+        is_accessor = isinstance(node.func, ast.Name) and node.func.id == "_torch_npu"
+        return is_accessor and not node.args
+    return isinstance(node, ast.Name) and node.id == "torch_npu"
+
+
 def _qualified(node: ast.Attribute) -> str | None:
     value = node.value
-    if isinstance(value, ast.Name) and value.id == "torch_npu":
-        return f"torch_npu.{node.attr}"
+    if _is_torch_npu(value):
+        return None if node.attr in OP_SUBMODULES else f"torch_npu.{node.attr}"
+    if isinstance(value, ast.Attribute) and value.attr in OP_SUBMODULES:
+        return f"torch_npu.{value.attr}.{node.attr}" if _is_torch_npu(value.value) else None
     if (
         isinstance(value, ast.Attribute)
         and value.attr == "npu"
@@ -59,11 +72,9 @@ def _qualified(node: ast.Attribute) -> str | None:
         and value.value.id == "torch"
     ):
         return f"torch.npu.{node.attr}"
-    if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and not value.args:
-        if value.func.id == "_npu":
-            return f"torch.npu.{node.attr}"
-        if value.func.id == "_torch_npu":
-            return f"torch_npu.{node.attr}"
+    is_accessor = isinstance(value, ast.Call) and isinstance(value.func, ast.Name)
+    if is_accessor and value.func.id == "_npu" and not value.args:
+        return f"torch.npu.{node.attr}"
     return None
 
 
@@ -90,10 +101,10 @@ def refresh(uses: dict[str, Use]) -> None:
     from vllm_npu.testing.real_torch_npu import fetch, newest_torch_npu
 
     wheel = fetch(newest_torch_npu(ROOT / "compat.toml"))
-    ops = {name.removeprefix("torch_npu."): [] for name in uses if name.startswith("torch_npu.")}
+    ops = [name.removeprefix("torch_npu.") for name in uses if name.startswith("torch_npu.")]
     data = {
         "torch-npu": wheel.version,
-        "ops": {op: wheel.schemas[op] for op in ops if op in wheel.schemas},
+        "ops": {op: wheel.op_schemas(op) for op in ops if wheel.op_schemas(op)},
         "torch.npu": {},
     }
     for name in uses:
@@ -167,7 +178,8 @@ def _real(name: str, data: dict, facts: dict) -> list[str]:
     if atb is not None:
         schemas, source = [atb["schema"]], f"ATB op; {atb['source']}"
     elif op in data["ops"]:
-        schemas, source = data["ops"][op], "lib/libtorch_npu.so"
+        library = "libop_plugin_atb.so" if op.startswith("atb.") else "libtorch_npu.so"
+        schemas, source = data["ops"][op], f"lib/{library}"
     else:
         raise StaleData(
             f"{stale} (an ATB op: add its schema to {FACTS.name} from Ascend/op-plugin)"

@@ -11,8 +11,9 @@ these tests fail, they do not skip. For every torch_npu op the packages call
 - the stand-in's Python signature is no looser than the real schema: no argument
   the real op lacks, positional arguments in the real order, the same defaults, every
   required argument (a stand-in may leave out optional arguments: it rejects them);
-- every distinct call the Ascend tests make (the stand-in records them while the
-  tests that use ``vllm_npu.testing.standin`` run once more, in a subprocess) binds to
+- every distinct call the Ascend tests make (the tests that use
+  ``vllm_npu.testing.standin``; the stand-in records their calls, in this session
+  when it runs them all before these tests, else in a run of their own) binds to
   the real schema (the real schema is defined in a private ``torch.library``
   namespace, so the dispatcher binds it as it binds ``torch.ops.npu.<op>``, which is
   what ``torch_npu.<op>`` is), and the real meta kernel, run on meta tensors of the
@@ -22,13 +23,14 @@ these tests fail, they do not skip. For every torch_npu op the packages call
 - the committed schemas the docs are generated from are the wheel's.
 
 For a new op (MoE, MLA, ...), its author adds the stand-in op (exported in the
-stand-in's ``__all__``) and a test that calls it through the package's Ascend
-kernels with ``vllm_npu.testing.standin`` (a test module that mentions
-``vllm_npu.testing.standin`` is an Ascend test, recorded here), then runs
+stand-in's ``__all__``, or ``torch_npu.atb``'s, and wrapped by ``_calls.recorded`` as
+the stand-in's ``__init__`` wraps the others) and a test that calls it through the
+package's Ascend kernels with ``vllm_npu.testing.standin`` (a test module that
+mentions ``vllm_npu.testing.standin`` is an Ascend test, recorded here), then runs
 ``python scripts/torch_npu_ops.py --refresh``. Nothing here names an op: an op
 without a real schema, without a recorded call, or whose meta kernel is missing
-fails with what to add. An ATB op also needs its ``[atb.<op>]`` schema in
-``torch_npu_facts.toml``.
+fails with what to add. An ATB op whose schema the wheel does not hold as text also
+needs its ``[atb.<op>]`` schema in ``torch_npu_facts.toml``.
 """
 
 from __future__ import annotations
@@ -43,9 +45,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from vllm_npu.testing import real_meta_kernels, real_torch_npu
+from vllm_npu.testing import real_meta_kernels, real_torch_npu, session_calls
 from vllm_npu.testing import torch_npu_conformance as conformance
 from vllm_npu.testing.standin import installed
+
+pytestmark = pytest.mark.checks_recorded_calls  # after the session's Ascend tests
 
 ROOT = Path(__file__).resolve().parents[1]
 THIS = Path(__file__).resolve()
@@ -65,10 +69,18 @@ def _collect() -> dict:
 
 
 def _standin_ops() -> list[str]:
+    """The stand-in's op ids: ``<name>`` for ``torch_npu.<name>``, ``atb.<name>`` for
+    ``torch_npu.atb.<name>``."""
     with installed() as torch_npu:
-        return sorted(
-            n for n in torch_npu.__all__ if callable(getattr(torch_npu, n)) and n != "npu"
-        )
+        ops = [n for n in torch_npu.__all__ if n != "npu" and callable(getattr(torch_npu, n))]
+        atb = getattr(torch_npu, "atb", None)
+        return sorted([*ops, *(f"atb.{n}" for n in getattr(atb, "__all__", ()))])
+
+
+def _standin_op(torch_npu: object, op: str) -> object | None:
+    for part in op.split("."):
+        torch_npu = getattr(torch_npu, part, None)
+    return torch_npu
 
 
 USES = _collect()
@@ -92,8 +104,9 @@ def real_ops(real: real_torch_npu.RealTorchNpu) -> conformance.RealOps:
     meta = {}
     for member in (real_torch_npu.META_REGISTRATIONS, real_torch_npu.ATB_META_REGISTRATIONS):
         meta.update(real_meta_kernels.meta_kernels(real.read(member), member))
+    atb_module = {f"atb.{op}": schemas for op, schemas in real.atb_module_schemas.items()}
     atb = {op: [fact["schema"]] for op, fact in FACTS.get("atb", {}).items()}
-    return conformance.RealOps({**real.schemas, **atb}, meta)
+    return conformance.RealOps({**real.schemas, **atb_module, **atb}, meta)
 
 
 def _ascend_test_modules() -> list[Path]:
@@ -106,8 +119,15 @@ def _ascend_test_modules() -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[conformance.RecordedCall]]:
-    """Every distinct stand-in call of one run of the Ascend tests (end-to-end ones aside)."""
+def recorded(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, list[conformance.RecordedCall]]:
+    """Every distinct stand-in call of one run of the Ascend tests: this session's
+    (``vllm_npu.testing.session_calls``) when it ran them all, else a run of their own
+    in a subprocess (end-to-end tests aside)."""
+    session = session_calls.complete_recording(request.config, _ascend_test_modules())
+    if session is not None:
+        return conformance.read_calls(session)
     log = tmp_path_factory.mktemp("calls") / "calls.jsonl"
     modules = [str(p.relative_to(ROOT)) for p in _ascend_test_modules()]
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not e2e"]
@@ -129,8 +149,13 @@ def test_the_ascend_tests_are_found() -> None:
 @pytest.mark.parametrize("op", OPS)
 def test_op_is_in_the_real_wheel(op: str, real: real_torch_npu.RealTorchNpu) -> None:
     where = f"torch-npu {real.version}"
-    if op in real.schemas:
+    if real.op_schemas(op):
         return
+    if op.startswith("atb."):
+        pytest.fail(
+            f"torch_npu.{op} is not an op of {where} whose schema {real_torch_npu.ATB_LIBRARY} "
+            "holds as text (misspelt?)"
+        )
     if op not in real.atb_ops:
         pytest.fail(
             f"torch_npu.{op} is not an op of {where}: no schema registered in "
@@ -153,8 +178,8 @@ def test_op_is_in_the_real_wheel(op: str, real: real_torch_npu.RealTorchNpu) -> 
 @pytest.mark.parametrize("op", OPS)
 def test_standin_signature_is_no_looser(op: str, real_ops: conformance.RealOps) -> None:
     with installed() as torch_npu:
-        assert hasattr(torch_npu, op), f"the stand-in lacks torch_npu.{op}"
-        function = getattr(torch_npu, op)
+        function = _standin_op(torch_npu, op)
+        assert function is not None, f"the stand-in lacks torch_npu.{op}"
     schemas = real_ops.schemas.get(op)
     assert schemas, f"torch_npu.{op} has no real schema (see test_op_is_in_the_real_wheel)"
     problems = conformance.looser_than_schema(function, schemas)
@@ -165,16 +190,17 @@ def test_standin_signature_is_no_looser(op: str, real_ops: conformance.RealOps) 
 def test_recorded_calls_bind_and_match_the_meta_kernel(
     op: str, recorded: dict, real_ops: conformance.RealOps
 ) -> None:
-    calls = recorded.get(op)
+    calls = recorded.get(conformance.op_name(op))
     assert calls, (
         f"no Ascend test called torch_npu.{op}: add a test that runs the package's Ascend "
-        "kernel on the stand-in (a test module using vllm_npu.testing.standin)"
+        "kernel on the stand-in (a test module using vllm_npu.testing.standin), with the "
+        "stand-in op wrapped by its _calls.recorded"
     )
     assert op in real_ops.schemas, f"torch_npu.{op} has no real schema"
     failures = []
     for call in calls:
         try:
-            real = real_ops.run(call)
+            real = real_ops.run(op, call)
         except (RuntimeError, TypeError, ValueError, LookupError, IndexError) as error:
             failures.append(f"{call.describe()}: the real op rejects it: {_first_line(error)}")
             continue
@@ -217,5 +243,5 @@ def test_committed_schemas_are_the_wheels(real: real_torch_npu.RealTorchNpu) -> 
         f"{conformance.SCHEMAS.name} holds torch-npu {committed['torch-npu']}'s schemas, "
         f"compat.toml's newest is {real.version}: {refresh}"
     )
-    wanted = {op: real.schemas[op] for op in USED_OPS if op in real.schemas}
+    wanted = {op: real.op_schemas(op) for op in USED_OPS if real.op_schemas(op)}
     assert committed["ops"] == wanted, f"{conformance.SCHEMAS.name} is out of date: {refresh}"

@@ -72,7 +72,9 @@ def test_standin_provides_it_with_these_keywords(name: str) -> None:
     with installed() as torch_npu:
         import torch
 
-        owner = torch_npu if module_name == "torch_npu" else torch.npu
+        owner = torch.npu if module_name == "torch.npu" else torch_npu
+        for submodule in module_name.split(".")[1:] if owner is torch_npu else ():
+            owner = getattr(owner, submodule, None)
         assert hasattr(owner, attribute), f"the stand-in lacks {name}"
         target = getattr(owner, attribute)
         if USES[name].keywords:

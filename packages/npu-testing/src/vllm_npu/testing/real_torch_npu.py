@@ -11,7 +11,8 @@ cache and need no network. What it reads:
   since torch_npu exports ``torch.ops.npu.<op>`` as ``torch_npu.<op>``);
 - the ATB ops: the names ``op_plugin/atb/_atb_ops.py`` exports as ``torch_npu.<op>``
   that ``lib/libop_plugin_atb.so`` registers, and their C++ declarations in
-  ``AtbOpsInterface.h`` (the schemas themselves are not in the wheel as text);
+  ``AtbOpsInterface.h`` (their schemas are not in the wheel as text); the schemas of
+  the ``torch_npu.atb.<op>`` ops that the .so holds as text;
 - the meta (shape) kernels' sources, ``op_plugin/meta/_meta_registrations.py`` and
   ``op_plugin/atb/_atb_meta_registrations.py``;
 - ``torch.npu``: the functions and classes of ``torch_npu/npu/*.py`` (by ``ast``).
@@ -59,6 +60,8 @@ NPU_PACKAGE = "torch_npu/npu/"
 _EXTRACTED = (ATB_OPS, ATB_HEADER, META_REGISTRATIONS, ATB_META_REGISTRATIONS)
 _INDEX = "index.json"
 """Written last into a version's folder: the schemas and ATB names read from the .so files."""
+_INDEX_FORMAT = 2
+"""Bumped when the index holds something new: older caches are read again from the wheel."""
 
 _SCHEMA = re.compile(
     rb"(?<![\x20-\x7e])"  # a whole printable string: name[.overload](...) -> ...
@@ -101,6 +104,18 @@ class RealTorchNpu:
     def atb_ops(self) -> list[str]:
         """The ATB ops torch_npu exports as ``torch_npu.<op>`` and libop_plugin_atb.so has."""
         return self._index["atb_ops"]
+
+    @property
+    def atb_module_schemas(self) -> dict[str, list[str]]:
+        """The ops of ``torch_npu.atb`` -> their schemas, as libop_plugin_atb.so holds them
+        as text (the short ones it does not: those ops are missing here)."""
+        return self._index["atb_module_schemas"]
+
+    def op_schemas(self, op: str) -> list[str] | None:
+        """The text schemas of ``torch_npu.<op>`` (``op`` may be ``atb.<name>``), if any."""
+        if op.startswith("atb."):
+            return self.atb_module_schemas.get(op.removeprefix("atb."))
+        return self.schemas.get(op)
 
     def read(self, member: str) -> str:
         """The text of one extracted file, e.g. ``META_REGISTRATIONS``."""
@@ -194,17 +209,24 @@ def fetch(version: str) -> RealTorchNpu:
 
     Raises ``WheelUnavailable`` (saying what to do) when it cannot be had."""
     folder = cache_root() / version
-    if (folder / _INDEX).is_file():
+    if _is_current(folder / _INDEX):
         return RealTorchNpu(version, folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{version}-") as work:
         wheel = _download(version, Path(work) / "download")
         staging = Path(work) / "extracted"
         _extract(wheel, staging)
-        if not (folder / _INDEX).is_file():  # another process may have finished first
+        if not _is_current(folder / _INDEX):  # another process may have finished first
             shutil.rmtree(folder, ignore_errors=True)
             staging.rename(folder)
     return RealTorchNpu(version, folder)
+
+
+def _is_current(index: Path) -> bool:
+    try:
+        return json.loads(index.read_text()).get("format") == _INDEX_FORMAT
+    except (OSError, ValueError):
+        return False
 
 
 def _pip() -> list[str]:
@@ -250,13 +272,20 @@ def _extract(wheel: Path, staging: Path) -> None:
             for member in wanted:
                 archive.extract(member, staging)
             schemas = _registered_schemas(archive.read(SCHEMA_LIBRARY))
-            atb_names = {m.decode() for m in _IDENTIFIER.findall(archive.read(ATB_LIBRARY))}
+            atb_library = archive.read(ATB_LIBRARY)
+            atb_names = {m.decode() for m in _IDENTIFIER.findall(atb_library)}
+            atb_schemas = _registered_schemas(atb_library)
     except zipfile.BadZipFile as error:
         raise WheelUnavailable(f"{wheel.name} is not a readable wheel: {error}") from error
-    exported = _string_list(
-        (staging / ATB_OPS).read_text(), "API_LIST"
-    )  # the ATB ops that become torch_npu.<op>
-    index = {"schemas": schemas, "atb_ops": sorted(set(exported) & atb_names)}
+    atb_ops = (staging / ATB_OPS).read_text()
+    exported = _string_list(atb_ops, "API_LIST")  # the ATB ops that become torch_npu.<op>
+    in_module = _string_list(atb_ops, "ATB_API_LIST")  # those of torch_npu.atb
+    index = {
+        "format": _INDEX_FORMAT,
+        "schemas": schemas,
+        "atb_ops": sorted(set(exported) & atb_names),
+        "atb_module_schemas": {k: v for k, v in atb_schemas.items() if k in in_module},
+    }
     (staging / _INDEX).write_text(json.dumps(index, indent=1, sort_keys=True))
 
 

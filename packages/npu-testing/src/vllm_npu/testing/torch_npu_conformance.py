@@ -121,10 +121,16 @@ def _value(encoded: Any) -> Any:
 _namespaces = itertools.count()
 
 
+def op_name(op: str) -> str:
+    """The registered name of an op id: ``atb.<name>`` (``torch_npu.atb.<name>``) or
+    ``<name>`` (``torch_npu.<name>``); stand-in calls are recorded under it."""
+    return op.rsplit(".", 1)[-1]
+
+
 class RealOps:
     """The real ops, defined in a fresh private namespace with the real meta kernels.
 
-    ``schemas``: op -> its schema strings (every overload); ``meta``:
+    ``schemas``: op id (see ``op_name``) -> its schema strings (every overload); ``meta``:
     ``"<npu|atb>::<op>[.<overload>]"`` -> meta kernel. An overload returning ``()``
     (an in-place ATB op) without a meta kernel gets one that returns nothing.
     """
@@ -142,20 +148,21 @@ class RealOps:
         for text in self.schemas[op]:
             schema = torch._C.parse_schema(text)
             self._library.define(text)
-            qualified = op + (f".{schema.overload_name}" if schema.overload_name else "")
+            suffix = f".{schema.overload_name}" if schema.overload_name else ""
+            qualified = schema.name + suffix
             kernel = self._meta.get(f"npu::{qualified}") or self._meta.get(f"atb::{qualified}")
             if kernel is None:
                 kernel = _returns_nothing if not schema.returns else _no_kernel(qualified)
             self._library.impl(qualified, kernel, "Meta")
         self._defined.add(op)
 
-    def run(self, call: RecordedCall) -> Any:
+    def run(self, op: str, call: RecordedCall) -> Any:
         """The real op's meta outputs for the recorded call, encoded like the stand-in's
         results. Raises what the real op raises when it cannot bind the call (a
         ``RuntimeError`` naming the argument) or its meta kernel rejects it, and
         ``LookupError`` when the real wheel has no meta kernel for the overload."""
-        self._define(call.op)
-        packet = getattr(getattr(torch.ops, self.namespace), call.op)
+        self._define(op)
+        packet = getattr(getattr(torch.ops, self.namespace), op_name(op))
         args = [_value(a) for a in call.args]
         kwargs = {k: _value(v) for k, v in call.kwargs.items()}
         return spec(packet(*args, **kwargs))
