@@ -54,6 +54,10 @@ def run(
         dist.destroy_process_group()
 
 
+UNEVEN_SIZES = (2, 3)
+"""Rows per rank of the uneven collectives (all_gatherv, reduce_scatterv)."""
+
+
 def _call(
     communicator: NPUCommunicator, op: str, dim: int, root: int, tensor: torch.Tensor
 ) -> object:
@@ -68,6 +72,12 @@ def _call(
             return communicator.all_gather(tensor, dim)
         if op == "reduce_scatter":
             return communicator.reduce_scatter(tensor, dim)
+        if op == "all_gatherv":
+            # Rank r contributes the first UNEVEN_SIZES[r] rows of its tensor.
+            own = tensor[: UNEVEN_SIZES[communicator.rank_in_group]]
+            return communicator.all_gatherv([own, own * 2], dim=0, sizes=list(UNEVEN_SIZES))
+        if op == "reduce_scatterv":
+            return communicator.reduce_scatterv(tensor, dim=0, sizes=list(UNEVEN_SIZES))
         if op == "gather":
             return communicator.gather(tensor, dst=root, dim=dim)
         if op == "broadcast":

@@ -75,6 +75,8 @@ def _cases() -> list[Case]:
             Case("send_recv_default_peers", (2, 3, 4), dtype),
         ]
     cases += [
+        Case("all_gatherv", (3, 4), torch.float32),
+        Case("reduce_scatterv", (5, 4), torch.float32),
         Case("reduce_scatter", (3, 4), torch.float32, 0, error="does not divide by"),
         Case("reduce_scatter", (4, 4), torch.float32, 2, error="out of range"),
     ]
@@ -84,14 +86,21 @@ def _cases() -> list[Case]:
 CASES = _cases()
 
 
-def _expected(case: Case, inputs: list[torch.Tensor], rank: int) -> torch.Tensor | None:
+def _expected(
+    case: Case, inputs: list[torch.Tensor], rank: int
+) -> torch.Tensor | list[torch.Tensor] | None:
     """What rank ``rank`` must get, computed on the full tensors of every rank."""
     total = torch.stack(inputs).sum(dim=0)
     concatenated = torch.cat(inputs, dim=case.dim)
-    by_op: dict[str, Callable[[], torch.Tensor | None]] = {
+    sizes = _rank_module().UNEVEN_SIZES
+    uneven = torch.cat([tensor[:size] for tensor, size in zip(inputs, sizes, strict=True)])
+    start = sum(sizes[:rank])
+    by_op: dict[str, Callable[[], torch.Tensor | list[torch.Tensor] | None]] = {
         "all_reduce": lambda: total,
         "all_gather": lambda: concatenated,
         "reduce_scatter": lambda: total.chunk(WORLD_SIZE, dim=case.dim)[rank],
+        "all_gatherv": lambda: [uneven, uneven * 2],
+        "reduce_scatterv": lambda: total[start : start + sizes[rank]],
         "gather": lambda: concatenated if rank == case.root else None,
         "broadcast": lambda: inputs[case.root],
         "send_recv": lambda: inputs[(rank - 1) % WORLD_SIZE],
@@ -160,6 +169,10 @@ def test_collective_matches_hand_computation(
         expected = _expected(case, inputs, rank)
         if expected is None:
             assert got is None, f"rank {rank} is not the destination but got a tensor"
+            continue
+        if isinstance(expected, list):
+            assert isinstance(got, list) and len(got) == len(expected), f"rank {rank}: {got!r}"
+            assert all(torch.equal(g, e) for g, e in zip(got, expected, strict=True))
             continue
         assert isinstance(got, torch.Tensor), f"rank {rank} got {got!r}"
         assert got.dtype == case.dtype and got.shape == expected.shape, (

@@ -185,6 +185,9 @@ def test_unsupported_features_are_named() -> None:
         "sigmoid routing without renormalisation",
         "groups of 2 experts",
     ]
-    assert REFERENCE.unsupported(
-        routing=MoERouting(top_k=2), activation="silu", num_experts=8, expert_bias=False
-    ) == []
+    assert (
+        REFERENCE.unsupported(
+            routing=MoERouting(top_k=2), activation="silu", num_experts=8, expert_bias=False
+        )
+        == []
+    )

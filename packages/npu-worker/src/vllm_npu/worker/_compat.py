@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
+
 from vllm.v1.worker.cpu_model_runner import CPUModelRunner
 
 
@@ -26,3 +28,10 @@ TritonReplacements: type = (
 )
 """Mixin for our runner: where this vLLM's CPU runner would install vLLM's
 compiled Triton replacements, install the platform's instead."""
+
+PLUGGABLE_MOE_LAYERS: bool = (
+    find_spec("vllm.model_executor.layers.fused_moe.routed_experts") is not None
+)
+"""vLLM builds MoE layers from a pluggable ``RoutedExperts`` and an unquantized
+method that can be monolithic (0.32 onwards), which ``vllm_npu.worker.moe`` replaces;
+before, the fused MoE layer is one ``FusedMoE`` op that this package does not hook."""

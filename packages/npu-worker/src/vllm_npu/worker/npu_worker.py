@@ -19,9 +19,9 @@ from vllm.v1.worker.worker_base import CompilationTimes
 
 from vllm_npu.platform.device import DeviceBackend
 from vllm_npu.platform.hooks import run_process_hooks
+from vllm_npu.worker._compat import PLUGGABLE_MOE_LAYERS
 from vllm_npu.worker._threads import apply_host_threads
 from vllm_npu.worker.custom_ops import ASCEND_KERNEL_SET, register_custom_ops
-from vllm_npu.worker.moe import register_moe_layers
 
 logger = init_logger("vllm.vllm_npu.worker")
 
@@ -43,7 +43,10 @@ class NPUWorker(Worker):
         run_process_hooks("worker")
         # Before any model layer exists: CustomOp picks the class at construction.
         register_custom_ops()
-        register_moe_layers()
+        if PLUGGABLE_MOE_LAYERS:
+            from vllm_npu.worker.moe import register_moe_layers
+
+            register_moe_layers()
         super().__init__(
             vllm_config,
             local_rank,

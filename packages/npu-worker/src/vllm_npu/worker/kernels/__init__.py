@@ -81,8 +81,7 @@ def get_moe_kernels(name: str) -> MoEKernels:
         return _MOE_KERNELS_BY_NAME[name]
     except KeyError:
         raise ValueError(
-            f"unknown MoE kernel set {name!r}; registered: "
-            f"{', '.join(available_moe_kernels())}"
+            f"unknown MoE kernel set {name!r}; registered: {', '.join(available_moe_kernels())}"
         ) from None
 
 

@@ -42,8 +42,10 @@ def _check_float(op: str, name: str, tensor: Tensor) -> None:
 
 def _check_dims(op: str, name: str, tensor: Tensor, *dims: int) -> None:
     if tensor.dim() not in dims:
-        raise _fail(op, f"{name} must have {' or '.join(map(str, dims))} dims, got "
-                    f"shape {tuple(tensor.shape)}")
+        raise _fail(
+            op,
+            f"{name} must have {' or '.join(map(str, dims))} dims, got shape {tuple(tensor.shape)}",
+        )
 
 
 def _top_indices(scores: Tensor, k: int) -> Tensor:
@@ -104,8 +106,10 @@ def npu_moe_gating_top_k(
     if bias is not None:
         _check_dims(op, "bias", bias, 1)
         if bias.shape[0] != num_experts or bias.dtype != x.dtype:
-            raise _fail(op, f"bias must be [{num_experts}] in {x.dtype}, got "
-                        f"{tuple(bias.shape)} {bias.dtype}")
+            raise _fail(
+                op,
+                f"bias must be [{num_experts}] in {x.dtype}, got {tuple(bias.shape)} {bias.dtype}",
+            )
     if (input_ids is None) != (tid2eid is None):
         raise _fail(op, "input_ids and tid2eid must be both provided or both omitted")
     if input_ids is not None:
@@ -121,8 +125,11 @@ def npu_moe_gating_top_k(
             f"{_GROUP_ALIGN}) * {group_count} <= {_MAX_GATING_EXPERTS}",
         )
     if not 1 <= k_group <= group_count or not 1 <= k <= per_group * k_group:
-        raise _fail(op, f"need 1 <= k_group <= group_count and 1 <= k <= experts per group "
-                    f"* k_group, got k={k}, k_group={k_group}, group_count={group_count}")
+        raise _fail(
+            op,
+            f"need 1 <= k_group <= group_count and 1 <= k <= experts per group "
+            f"* k_group, got k={k}, k_group={k_group}, group_count={group_count}",
+        )
     if group_select_mode not in (0, 1):
         raise _fail(op, f"group_select_mode must be 0 or 1, got {group_select_mode}")
     if renorm != 0:
@@ -188,8 +195,11 @@ def npu_moe_init_routing_v2(
     if drop_pad_mode != 0:
         raise _fail(op, f"only drop_pad_mode=0 (dropless) is supported, got {drop_pad_mode}")
     if expert_tokens_num_type not in (1, 2) or not expert_tokens_num_flag:
-        raise _fail(op, "only expert_tokens_num_type 1 or 2 with expert_tokens_num_flag=True "
-                    f"are supported, got {expert_tokens_num_type}, {expert_tokens_num_flag}")
+        raise _fail(
+            op,
+            "only expert_tokens_num_type 1 or 2 with expert_tokens_num_flag=True "
+            f"are supported, got {expert_tokens_num_type}, {expert_tokens_num_flag}",
+        )
     if expert_tokens_num_type == 2:
         raise NotImplementedError(f"{op}: the stand-in does not model key_value counts")
     if not 0 < expert_num <= _MAX_ROUTING_EXPERTS:
@@ -200,8 +210,11 @@ def npu_moe_init_routing_v2(
         raise _fail(op, f"active_num must be >= -1, got {active_num}")
     start, end = active_expert_range if active_expert_range else (0, expert_num)
     if not (0 <= start < end <= expert_num):
-        raise _fail(op, f"active_expert_range must be increasing within [0, {expert_num}], "
-                    f"got {active_expert_range}")
+        raise _fail(
+            op,
+            f"active_expert_range must be increasing within [0, {expert_num}], "
+            f"got {active_expert_range}",
+        )
     ids = expert_idx.flatten().long()
     if ids.numel() and (ids.min() < 0 or ids.max() >= expert_num):
         raise _fail(op, f"expert ids must be in [0, {expert_num})")
@@ -255,9 +268,21 @@ def npu_grouped_matmul(
     garbage on an NPU."""
     op = "npu_grouped_matmul"
     unmodelled = (
-        bias, scale, offset, antiquant_scale, antiquant_offset, per_token_scale,
-        activation_input, activation_quant_scale, activation_quant_offset, tuning_config,
-        output_dtype, x_dtype, weight_dtype, scale_dtype, per_token_scale_dtype,
+        bias,
+        scale,
+        offset,
+        antiquant_scale,
+        antiquant_offset,
+        per_token_scale,
+        activation_input,
+        activation_quant_scale,
+        activation_quant_offset,
+        tuning_config,
+        output_dtype,
+        x_dtype,
+        weight_dtype,
+        scale_dtype,
+        per_token_scale_dtype,
     )
     if any(arg is not None for arg in unmodelled) or act_type not in (0, None):
         raise NotImplementedError(f"{op}: the stand-in models the unquantized form only")
@@ -281,13 +306,17 @@ def npu_grouped_matmul(
     if not isinstance(group_list, Tensor) or group_list.dtype != torch.int64:
         raise _fail(op, "group_list must be an int64 tensor")
     if group_list.dim() != 1 or group_list.shape[0] != b.shape[0]:
-        raise _fail(op, f"group_list must hold one entry per weight group ({b.shape[0]}), "
-                    f"got shape {tuple(group_list.shape)}")
+        raise _fail(
+            op,
+            f"group_list must hold one entry per weight group ({b.shape[0]}), "
+            f"got shape {tuple(group_list.shape)}",
+        )
     entries = group_list.tolist()
     if group_list_type == 1:
         if any(count < 0 for count in entries) or len(entries) == 1:
-            raise _fail(op, "with group_list_type 1 group_list must be non-negative counts, "
-                        "more than one")
+            raise _fail(
+                op, "with group_list_type 1 group_list must be non-negative counts, more than one"
+            )
         counts = entries
     elif group_list_type == 0:
         steps = zip(entries, entries[1:], strict=False)
@@ -345,13 +374,17 @@ def npu_moe_finalize_routing(
             raise _fail(op, f"{name} must be {out_shape} in {rows.dtype}")
     scales_shape = (num_tokens, top_k)
     if scales is not None and (scales.dtype != rows.dtype or tuple(scales.shape) != scales_shape):
-        raise _fail(op, f"scales must be ({num_tokens}, {top_k}) in {rows.dtype}, got "
-                    f"{tuple(scales.shape)} {scales.dtype}")
+        raise _fail(
+            op,
+            f"scales must be ({num_tokens}, {top_k}) in {rows.dtype}, got "
+            f"{tuple(scales.shape)} {scales.dtype}",
+        )
     gathered = rows.float()[index.long()].view(top_k, num_tokens, -1)
     if bias is not None:
         if export_for_source_row is None or bias.dtype != rows.dtype or bias.dim() != 2:
-            raise _fail(op, "bias must be (experts, hidden) in the rows' dtype, with "
-                        "export_for_source_row")
+            raise _fail(
+                op, "bias must be (experts, hidden) in the rows' dtype, with export_for_source_row"
+            )
         experts = export_for_source_row.long().t()
         gathered = gathered + bias.float()[experts]
     weight = torch.ones(num_tokens, top_k) if scales is None else scales.float()
