@@ -78,6 +78,8 @@ EXTENSION_POINTS = (
             # Our runner calls it before vLLM itself does (0.31).
             "register_triton_kernel_overrides": "<0.31",
             "validate_environ": "<0.31",
+            # vLLM's MLA layer asks for a prefill backend from 0.32 on.
+            "get_mla_prefill_backend_cls": "<0.32",
         },
     ),
     ExtensionPoint(
@@ -102,6 +104,25 @@ EXTENSION_POINTS = (
                 "vllm.v1.attention.backends.triton_attn:TritonAttentionImpl"
             )
         },
+    ),
+    ExtensionPoint(
+        "vllm_npu.attention.mla:NPUMLABackend",
+        "vllm.model_executor.layers.attention.mla_attention:MLACommonBackend",
+        # Start-up refusal and the prefill backend, both asked for by our platform.
+        own=frozenset({"unsupported_model_features", "get_mla_prefill_backend_cls"}),
+    ),
+    ExtensionPoint(
+        "vllm_npu.attention.mla:NPUMLAMetadataBuilder",
+        "vllm.v1.attention.backend:AttentionMetadataBuilder",
+        own=frozenset({"_build_prefill"}),
+    ),
+    ExtensionPoint(
+        "vllm_npu.attention.mla:NPUMLAImpl",
+        "vllm.v1.attention.backend:MLAAttentionImpl",
+    ),
+    ExtensionPoint(
+        "vllm_npu.attention.mla:NPUMLAPrefillBackend",
+        "vllm.v1.attention.backends.mla.prefill.base:MLAPrefillBackend",
     ),
     ExtensionPoint(
         "vllm_npu.comm.communicator:NPUCommunicator",

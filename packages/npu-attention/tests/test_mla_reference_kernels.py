@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from vllm_npu.attention import mla_kernels
+from vllm_npu.attention.mla_kernels import _reference
 from vllm_npu.attention.mla_kernels._reference import (
     decode_attention,
     gather_latent,
@@ -80,8 +81,12 @@ def test_gather_latent_reads_each_token_row() -> None:
     torch.testing.assert_close(gather_latent(cache, table, requests, positions), torch.cat(rows))
 
 
+@pytest.mark.parametrize("budget", [_reference.CHUNK_BUDGET_BYTES, 1], ids=["one-batch", "chunked"])
 @pytest.mark.parametrize("seq_lens", [[1], [7, 1, 12], [4, 8]])
-def test_decode_attention_matches_naive(seq_lens: list[int]) -> None:
+def test_decode_attention_matches_naive(
+    seq_lens: list[int], budget: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_reference, "CHUNK_BUDGET_BYTES", budget)
     generator = torch.Generator().manual_seed(len(seq_lens))
     cache, table, rows = paged_cache(seq_lens, generator)
     query = torch.randn(len(seq_lens), HEADS, LATENT + ROPE, generator=generator)

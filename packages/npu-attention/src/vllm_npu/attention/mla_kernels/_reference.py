@@ -11,6 +11,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+# Bound on the float32 working set of one batched decode step (the gathered latent
+# context and the scores); a batch estimated above it is attended in chunks of requests.
+CHUNK_BUDGET_BYTES = 256 * 1024 * 1024
+
 
 def write_latent_cache(
     kv_c: Tensor, k_pe: Tensor, latent_cache: Tensor, slot_mapping: Tensor
@@ -69,20 +73,26 @@ def decode_attention(
     ``query``: ``[num_reqs, num_heads, kv_lora_rank + rope_dim]`` (the nope part already
     multiplied by ``W_UK``). Every head attends to the one latent KV head: keys are the
     cached rows, values their first ``kv_lora_rank`` entries; request ``i`` sees its first
-    ``seq_lens[i]`` positions (``max_seq_len`` bounds them all). Returns float
-    ``[num_reqs, num_heads, kv_lora_rank]`` in ``query``'s dtype; computes in float32.
+    ``seq_lens[i]`` positions (``max_seq_len`` bounds them all). Returns
+    ``[num_reqs, num_heads, kv_lora_rank]`` in ``query``'s dtype; computes in float32,
+    above ``CHUNK_BUDGET_BYTES`` in chunks of requests.
     """
-    num_reqs = query.shape[0]
-    output = query.new_zeros(num_reqs, query.shape[1], kv_lora_rank)
+    num_reqs, num_heads = query.shape[:2]
+    output = query.new_zeros(num_reqs, num_heads, kv_lora_rank)
     if num_reqs == 0 or max_seq_len == 0:
         return output
-    context = _gather_padded(latent_cache, block_table, seq_lens, max_seq_len)
-    scores = torch.matmul(query.float(), context.transpose(1, 2)).mul_(scale)
+    bytes_per_request = 4 * max_seq_len * (latent_cache.shape[2] + 2 * num_heads)
+    reqs_per_chunk = max(1, CHUNK_BUDGET_BYTES // bytes_per_request)
+    seq_lens = seq_lens.to(device=query.device)
     positions = torch.arange(max_seq_len, device=query.device)
-    in_context = positions < seq_lens.to(device=query.device)[:, None]
-    scores.masked_fill_(~in_context[:, None, :], float("-inf"))
-    probs = torch.softmax(scores, dim=-1)
-    output.copy_(torch.matmul(probs, context[..., :kv_lora_rank]))
+    for first in range(0, num_reqs, reqs_per_chunk):
+        chunk = slice(first, min(first + reqs_per_chunk, num_reqs))
+        context = _gather_padded(latent_cache, block_table[chunk], seq_lens[chunk], max_seq_len)
+        scores = torch.matmul(query[chunk].float(), context.transpose(1, 2)).mul_(scale)
+        in_context = positions < seq_lens[chunk, None]
+        scores.masked_fill_(~in_context[:, None, :], float("-inf"))
+        probs = torch.softmax(scores, dim=-1)
+        output[chunk] = torch.matmul(probs, context[..., :kv_lora_rank]).to(output.dtype)
     return output
 
 
