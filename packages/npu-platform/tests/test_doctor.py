@@ -327,3 +327,31 @@ def test_unusable_ascend_backend_is_a_problem_where_torch_npu_is_installed(
     row = _rows(report)["backend"]
     assert code == 1 and row["value"].startswith("none (plugin inactive)")
     assert "cannot load NNAL" in row["problem"]
+
+
+def test_selective_install_needs_no_mla_backend(
+    clean_env, capsys, install_distribution, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without vllm-npu-attention and its MLA backend, only MLA models lack one."""
+    install_distribution(
+        "researcher-attention",
+        {"vllm_npu.attention_backends": {"researcher": "researcher_attention:Backend"}},
+        {"researcher_attention.py": "class Backend:\n    pass\n"},
+    )
+    clean_env.setenv("VLLM_NPU_DEVICE", "host")
+    clean_env.setenv("VLLM_NPU_ATTENTION_BACKEND", "researcher")
+    real = doctor._installed
+    monkeypatch.setattr(
+        doctor, "_installed", lambda name: None if name == "vllm-npu-attention" else real(name)
+    )
+    monkeypatch.setattr(
+        doctor.discovery, "registered",
+        lambda kind, real=doctor.discovery.registered: {
+            name: ep for name, ep in real(kind).items()
+            if not (ep.dist and ep.dist.name == "vllm-npu-attention")
+        },
+    )
+    code, report = _doctor_json(capsys)
+    assert (code, _problems(report)) == (0, [])
+    mla = next(row for row in report["rows"] if row["item"] == "MLA attention backend")
+    assert mla["value"].startswith("none, needed only by some models: No MLA attention backend")

@@ -123,6 +123,16 @@ def _selected_elsewhere(distribution: str) -> str:
     return "; ".join(reasons)
 
 
+def _only_some_models_need(kind: discovery.ComponentKind) -> bool:
+    """A component not every engine loads (MLA attention), neither requested nor
+    expected here: its default's distribution is not installed (a selective install)."""
+    return (
+        kind not in ENGINE_COMPONENTS
+        and discovery.requested_name(kind) == kind.default_name
+        and _installed(kind.provider) is None
+    )
+
+
 def companion_rows() -> Iterable[Row]:
     """torchvision, torchaudio and torchcodec: a build for another torch breaks vLLM."""
     from vllm_npu.platform import _torch_companions
@@ -263,7 +273,10 @@ def component_rows() -> Iterable[Row]:
         try:
             entry_point = discovery.find(kind)
         except discovery.ComponentError as error:
-            yield Row("components", kind.label, "none", str(error))
+            if _only_some_models_need(kind):
+                yield Row("components", kind.label, f"none, needed only by some models: {error}")
+            else:
+                yield Row("components", kind.label, "none", str(error))
             continue
         owner = f"{entry_point.dist.name} {entry_point.dist.version}" if entry_point.dist else "?"
         yield Row(
