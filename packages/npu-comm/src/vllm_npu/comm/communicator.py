@@ -5,9 +5,9 @@ The device group is HCCL on Ascend and gloo on the host. vLLM's
 and recv through ``torch.distributed`` with vLLM's semantics; those are kept.
 Only what the base gets wrong for us is overridden, each with its reason, plus
 what the base leaves out: the uneven all-gather and reduce-scatter (``all_gatherv``,
-``reduce_scatterv``) and, for the expert-parallel group, vLLM's all-gather /
-reduce-scatter token dispatch and combine (its ``AgRsAll2AllManager``), which MoE
-layers use when data-parallel ranks share experts.
+``reduce_scatterv``) and, for the expert-parallel group, the all-gather /
+reduce-scatter token dispatch and combine (``_dispatch``) that MoE layers use when
+data-parallel ranks share experts.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from vllm.distributed.device_communicators.base_device_communicator import (
     DeviceCommunicatorBase,
 )
 
+from vllm_npu.comm._dispatch import AllGatherReduceScatterDispatch
+
 
 class NPUCommunicator(DeviceCommunicatorBase):
     """Tensor-, pipeline- and expert-parallel collectives for the vllm-npu platform.
@@ -31,9 +33,7 @@ class NPUCommunicator(DeviceCommunicatorBase):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.use_all2all:
-            from vllm.distributed.device_communicators.all2all import AgRsAll2AllManager
-
-            self.all2all_manager = AgRsAll2AllManager(self.cpu_group)
+            self.all2all_manager = AllGatherReduceScatterDispatch(self.cpu_group)
 
     def dispatch_router_logits(
         self,
