@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from vllm_npu.patches.declaration import Patch
+from vllm_npu.platform.version_gate import supported_vllm_specifier
 
 
 def _ray_places_on_cpus() -> bool:
@@ -47,7 +48,9 @@ def _node_without_device_ids(original: Any) -> Any:
 
 
 _COMMON: dict[str, Any] = dict(
-    vllm_versions=">=0.28,<0.34",  # fingerprints checked on 0.28, 0.31, 0.32 and 0.33
+    # Every supported release (fingerprints checked on 0.28, 0.31, 0.32 and 0.33): the
+    # fingerprint refuses a target that drifted.
+    vllm_versions=supported_vllm_specifier(),
     upstream=(
         "none yet: vLLM's Ray executor assumes the platform's Ray resource is an "
         "accelerator (GPU, NPU, ...); to be proposed upstream together with vLLM's own "
