@@ -127,6 +127,8 @@ EXTENSION_POINTS = (
     ExtensionPoint(
         "vllm_npu.comm.communicator:NPUCommunicator",
         "vllm.distributed.device_communicators.base_device_communicator:DeviceCommunicatorBase",
+        # all_gatherv's gather of uneven sizes (the EP group's MoE dispatch).
+        own=frozenset({"_all_gatherv"}),
     ),
     ExtensionPoint(
         "vllm_npu.worker.npu_worker:NPUWorker",
