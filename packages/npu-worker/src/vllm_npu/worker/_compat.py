@@ -33,5 +33,5 @@ PLUGGABLE_MOE_LAYERS: bool = (
     find_spec("vllm.model_executor.layers.fused_moe.routed_experts") is not None
 )
 """vLLM builds MoE layers from a pluggable ``RoutedExperts`` and an unquantized
-method that can be monolithic (0.32 onwards), which ``vllm_npu.worker.moe`` replaces;
-before, the fused MoE layer is one ``FusedMoE`` op that this package does not hook."""
+method that can be monolithic (0.28 to 0.33 do), which ``vllm_npu.worker.moe``
+replaces; a release without them is left with vLLM's own MoE layers."""
