@@ -50,7 +50,7 @@ def main() -> int:
     expected = hf_greedy_generate(model, prompts, args.max_tokens)
     matches = 0
     print(f"\nvLLM {__import__('vllm').__version__} + vllm-npu (host backend), model {model}\n")
-    for prompt, output, reference in zip(prompts, outputs, expected):
+    for prompt, output, reference in zip(prompts, outputs, expected, strict=True):
         same = list(output.outputs[0].token_ids) == reference
         matches += same
         print(f"prompt:     {prompt!r}")

@@ -56,13 +56,12 @@ class NPURMSNorm(RMSNorm):
     def forward_oot(
         self, x: Tensor, residual: Tensor | None = None
     ) -> Tensor | tuple[Tensor, Tensor]:
-        if self.has_weight:
-            weight = self.weight.data
-        else:
-            # vLLM keeps this ones-weight as a plain CPU tensor, not moved with the
-            # model: the fused op needs its gamma on x's device.
-            weight = x.new_ones(self.weight.shape)
-        if not self._fused or weight.dtype != x.dtype:
+        if not self._fused:
+            return self.forward_native(x, residual)
+        # vLLM keeps the ones-weight of RMSNorm(has_weight=False) as a plain CPU tensor,
+        # not moved with the model: the fused op needs its gamma on x's device.
+        weight = self.weight.data if self.has_weight else x.new_ones(self.weight.shape)
+        if weight.dtype != x.dtype:
             return self.forward_native(x, residual)
         if residual is None:
             return _ascend_layer_ops.rms_norm(x, weight, self.variance_epsilon)
