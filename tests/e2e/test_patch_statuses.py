@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import sys
 from typing import Any
 
 import pytest
@@ -16,24 +17,29 @@ from .conftest import greedy_token_ids, vllm_engine
 def _report(worker: Any) -> dict[str, Any]:
     """Runs inside the worker process (collective_rpc)."""
     import multiprocessing
+    import sys
 
-    from vllm_npu.patches import manager
+    from vllm_npu.patches import DECLARED_PATCHES, manager
 
     return {
         "process": multiprocessing.current_process().name,
         "statuses": {pid: o.status.value for pid, o in manager().outcomes().items()},
+        "imported": sorted({p.module for p in DECLARED_PATCHES if p.module in sys.modules}),
     }
 
 
-def _expected(processes: set[str]) -> dict[str, str]:
-    return {
-        patch.id: (
-            PatchStatus.APPLIED.value
-            if processes & set(patch.processes)
-            else PatchStatus.NOT_APPLIED.value
-        )
-        for patch in DECLARED_PATCHES
-    }
+def _expected(processes: set[str], imported: set[str]) -> dict[str, str]:
+    """Applied where the patch is for one of ``processes`` and its target module is
+    imported; pending (applied lazily on import) where it is not imported yet."""
+
+    def status(patch: Any) -> str:
+        if not processes & set(patch.processes):
+            return PatchStatus.NOT_APPLIED.value
+        if patch.module in imported:
+            return PatchStatus.APPLIED.value
+        return PatchStatus.PENDING.value
+
+    return {patch.id: status(patch) for patch in DECLARED_PATCHES}
 
 
 def test_statuses_match_the_declarations(tiny_model_dir, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,8 +50,13 @@ def test_statuses_match_the_declarations(tiny_model_dir, monkeypatch: pytest.Mon
         (remote,) = llm.collective_rpc(_report)
 
     main = {pid: o.status.value for pid, o in manager().outcomes().items()}
+    imported_here = {p.module for p in DECLARED_PATCHES if p.module in sys.modules}
     assert multiprocessing.current_process().name == "MainProcess"
-    assert main == _expected({"platform"})
+    assert main == _expected({"platform"}, imported_here)
     # One engine-core process that also hosts the (single) worker.
     assert remote["process"].startswith("EngineCore")
-    assert remote["statuses"] == _expected({"engine_core", "worker"})
+    assert remote["statuses"] == _expected({"engine_core", "worker"}, set(remote["imported"]))
+    # The multiprocessing executor never imports Ray's executor: its patches wait.
+    ray_patches = [p for p in DECLARED_PATCHES if p.module.endswith("ray_executor_v2")]
+    assert ray_patches
+    assert all(remote["statuses"][p.id] == PatchStatus.PENDING.value for p in ray_patches)
