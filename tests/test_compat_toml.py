@@ -30,7 +30,9 @@ def test_every_release_says_what_goes_with_it() -> None:
     assert RELEASES
     for release, entry in RELEASES.items():
         assert str(Version(release)) == release, release
-        assert set(entry) == {"vllm-npu", "torch", "torch-npu", "components"}, release
+        required = {"vllm-npu", "torch", "torch-npu", "components"}
+        assert required <= set(entry) <= required | {"requires"}, release
+        assert all(isinstance(r, str) for r in entry.get("requires", [])), release
         assert set(entry["components"]) == set(COMPONENTS), release
         line = Version(release).release[:2]
         assert Version(entry["vllm-npu"]).release[:2] == line, (

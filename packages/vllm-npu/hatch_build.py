@@ -3,8 +3,8 @@
 The meta-package is built for one vLLM release of compat.toml: the one named
 by ``VLLM_NPU_BUILD_FOR_VLLM`` (e.g. ``0.30.0``), else the newest. Its version
 is that release line's ``vllm-npu`` version and it pins ``vllm==X.Y.*``, torch
-and the five components exactly. The sdist carries compat.toml; a wheel built
-from the sdist keeps the sdist's metadata.
+and the five components exactly, plus the row's ``requires``. The sdist carries
+compat.toml; a wheel built from the sdist keeps the sdist's metadata.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ class CompatMetadataHook(MetadataHookInterface):
             f"vllm=={major}.{minor}.*",
             f"torch=={entry['torch']}",
             *(f"{name}=={version}" for name, version in entry["components"].items()),
+            *entry.get("requires", []),
         ]
         metadata["optional-dependencies"] = {
             "ascend": [f"torch-npu=={entry['torch-npu']}"],

@@ -37,6 +37,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from vllm_npu.testing import DEFAULT_PROMPTS, TinyModelSpec, hf_greedy_generate_ids
 
@@ -168,6 +169,17 @@ def _vllm_release() -> str:
     return version("vllm")
 
 
+def _release_requires() -> list[str]:
+    """What compat.toml's row adds beside vLLM for the workspace's release (README)."""
+    releases = tomllib.loads((ROOT / "compat.toml").read_text())["vllm"]
+    return list(releases[_vllm_release()].get("requires", []))
+
+
+def _is_cpu_build(torch_version: str) -> bool:
+    """torch's CPU build (``+cpu``), next to which the registry's torchvision breaks."""
+    return torch_version.endswith("+cpu")
+
+
 def _torch_requirement() -> str:
     """The torch the workspace runs (CPU build from the find-links folder)."""
     return f"torch=={version('torch')}"
@@ -282,7 +294,9 @@ def _serving(venv: Venv, model: Path) -> Iterator[str]:
 def test_vllm_npu_from_the_wheelhouse(
     tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path, model: Path
 ) -> None:
-    """A user's ``pip install vllm-npu``: the torchvision trap, its fix, then serving."""
+    """A user's ``pip install vllm-npu``: with CPU torch the torchvision trap and its
+    fix; with the registry's torch (its companions match it) no false alarm; then
+    serving."""
     import openai
 
     with clean_venv(tmp_path_factory, wheelhouse) as venv:
@@ -290,15 +304,21 @@ def test_vllm_npu_from_the_wheelhouse(
         assert "torchvision" in venv.installed(), "the registry no longer pulls torchvision"
 
         code, report = venv.doctor()
-        trap = [p for p in _problems(report) if p.startswith("torchvision ")]
-        assert code == 1 and trap, _problems(report)
-        assert "pip uninstall -y torchvision" in trap[0]
-        broken = venv.run(str(venv.python), "-c", "import vllm.entrypoints.openai.api_server")
-        assert broken.returncode != 0 and "torchvision" in broken.stderr, broken.stderr[-2000:]
-
-        # The README's fix on an x86 host with CPU torch.
-        venv.pip("uninstall", *(name for name in TORCH_COMPANIONS if name in venv.installed()))
-        code, report = venv.doctor()
+        if _is_cpu_build(version("torch")):
+            trap = [p for p in _problems(report) if p.startswith("torchvision ")]
+            assert code == 1 and trap, _problems(report)
+            assert "pip uninstall -y torchvision" in trap[0]
+            broken = venv.run(
+                str(venv.python), "-c", "import vllm.entrypoints.openai.api_server"
+            )
+            assert broken.returncode != 0 and "torchvision" in broken.stderr, (
+                broken.stderr[-2000:]
+            )
+            # The README's fix on an x86 host with CPU torch.
+            venv.pip(
+                "uninstall", *(name for name in TORCH_COMPANIONS if name in venv.installed())
+            )
+            code, report = venv.doctor()
         assert (code, _problems(report)) == (0, [])
 
         with _serving(venv, model) as url:
@@ -318,9 +338,10 @@ def test_vllm_npu_from_the_wheelhouse(
 def components_venv(
     tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path
 ) -> Iterator[Venv]:
-    """vLLM and CPU torch, without torch's companions (README), and none of ours yet."""
+    """vLLM and CPU torch, without torch's companions, with what the release's row
+    requires (README), and none of ours yet."""
     with clean_venv(tmp_path_factory, wheelhouse) as venv:
-        venv.pip("install", f"vllm=={_vllm_release()}", _torch_requirement())
+        venv.pip("install", f"vllm=={_vllm_release()}", _torch_requirement(), *_release_requires())
         yield venv
 
 
