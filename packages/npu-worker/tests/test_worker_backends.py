@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from vllm_npu.platform._ascend import AscendBackend
 from vllm_npu.platform._host import HostBackend
+from vllm_npu.platform.ascend import AscendBackend
 from vllm_npu.worker import npu_worker
 
 GIB = 1 << 30

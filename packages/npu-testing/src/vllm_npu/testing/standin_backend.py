@@ -10,7 +10,7 @@ vLLM and compared with transformers. Registered through the
 
 from __future__ import annotations
 
-from vllm_npu.platform._ascend import AscendBackend, nnal_problem, version_problem
+from vllm_npu.platform.ascend import AscendBackend, nnal_problem, version_problem
 from vllm_npu.platform.device import DeviceBackendError
 from vllm_npu.testing import standin
 
