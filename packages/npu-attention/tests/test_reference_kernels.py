@@ -13,6 +13,7 @@ from torch import Tensor
 from vllm_npu.attention import kernels
 from vllm_npu.attention.kernels import _reference
 from vllm_npu.attention.kernels._reference import paged_attention, write_kv_cache
+from vllm_npu.platform.kernel_sets import KernelSets
 
 SENTINEL = 7.0
 TOLERANCES = {torch.float32: 2e-5, torch.bfloat16: 2e-2}
@@ -361,7 +362,8 @@ def test_unknown_kernel_set_names_registered_sets() -> None:
 
 
 def test_register_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kernels, "_KERNELS_BY_NAME", {})
+    empty = KernelSets("attention", kernels.AttentionKernels, "AttentionKernels")
+    monkeypatch.setattr(kernels, "_KERNEL_SETS", empty)
 
     class Custom(_reference.ReferenceKernels):
         name = "custom"

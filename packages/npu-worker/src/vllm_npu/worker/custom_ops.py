@@ -6,7 +6,8 @@ is one of ours. Each op picks its kernel set once, when built: on a device backe
 whose kernel set is "ascend" it calls torch_npu's fused ops, on any other (the host
 backend's "reference") it runs vLLM's native PyTorch code. vLLM calls ``forward_oot``
 only for an enabled op: the platform enables them with ``"+" + name`` for each name in
-``CUSTOM_OP_NAMES`` in ``compilation_config.custom_ops``.
+``CUSTOM_OP_NAMES`` in ``compilation_config.custom_ops``. The torch_npu calls are
+the "ascend" layer kernel set of ``vllm_npu.worker.kernels``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from vllm.model_executor.layers.activation import SiluAndMul
 from vllm.model_executor.layers.layernorm import RMSNorm
 from vllm.model_executor.layers.rotary_embedding import RotaryEmbedding
 
-from vllm_npu.worker import _ascend_layer_ops
+from vllm_npu.worker.kernels import LayerKernels, get_layer_kernels
 
 logger = init_logger("vllm.vllm_npu.worker.custom_ops")
 
@@ -40,6 +41,9 @@ def current_kernel_set() -> str:
 
     backend = getattr(current_platform, "backend", None)
     return str(getattr(backend, "kernel_set", REFERENCE_KERNEL_SET))
+
+
+ASCEND_LAYER_KERNELS: LayerKernels = get_layer_kernels(ASCEND_KERNEL_SET)
 
 
 class NPURMSNorm(RMSNorm):
@@ -64,8 +68,8 @@ class NPURMSNorm(RMSNorm):
         if weight.dtype != x.dtype:
             return self.forward_native(x, residual)
         if residual is None:
-            return _ascend_layer_ops.rms_norm(x, weight, self.variance_epsilon)
-        return _ascend_layer_ops.fused_add_rms_norm(x, residual, weight, self.variance_epsilon)
+            return ASCEND_LAYER_KERNELS.rms_norm(x, weight, self.variance_epsilon)
+        return ASCEND_LAYER_KERNELS.fused_add_rms_norm(x, residual, weight, self.variance_epsilon)
 
 
 class NPURotaryEmbedding(RotaryEmbedding):
@@ -81,7 +85,7 @@ class NPURotaryEmbedding(RotaryEmbedding):
     ) -> tuple[Tensor, Tensor | None]:
         if not self._fused:
             return self.forward_native(positions, query, key)
-        return _ascend_layer_ops.rotary_embedding_neox(
+        return ASCEND_LAYER_KERNELS.rotary_embedding_neox(
             positions,
             query,
             key,
@@ -102,7 +106,7 @@ class NPUSiluAndMul(SiluAndMul):
     def forward_oot(self, x: Tensor) -> Tensor:
         if not self._fused:
             return self.forward_native(x)
-        return _ascend_layer_ops.silu_and_mul(x)
+        return ASCEND_LAYER_KERNELS.silu_and_mul(x)
 
 
 _REPLACEMENTS: tuple[tuple[type[CustomOp], type[CustomOp]], ...] = (

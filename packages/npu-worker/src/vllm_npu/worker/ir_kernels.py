@@ -21,8 +21,7 @@ from torch import Tensor
 from vllm import ir
 
 from vllm_npu.platform.ir_kernels import PROVIDER
-from vllm_npu.worker import _ascend_layer_ops
-from vllm_npu.worker.custom_ops import ASCEND_KERNEL_SET, current_kernel_set
+from vllm_npu.worker.custom_ops import ASCEND_KERNEL_SET, ASCEND_LAYER_KERNELS, current_kernel_set
 
 
 def _rms_norm_fits(
@@ -46,7 +45,7 @@ def rms_norm(
 ) -> Tensor:
     """``npu_rms_norm``; ``_rms_norm_fits`` has checked the arguments."""
     assert weight is not None
-    return _ascend_layer_ops.rms_norm(x, weight, epsilon)
+    return ASCEND_LAYER_KERNELS.rms_norm(x, weight, epsilon)
 
 
 def fused_add_rms_norm(
@@ -58,7 +57,7 @@ def fused_add_rms_norm(
 ) -> tuple[Tensor, Tensor]:
     """``npu_add_rms_norm``: (normed x + residual, x + residual)."""
     assert weight is not None
-    return _ascend_layer_ops.fused_add_rms_norm(x, x_residual, weight, epsilon)
+    return ASCEND_LAYER_KERNELS.fused_add_rms_norm(x, x_residual, weight, epsilon)
 
 
 IMPLEMENTATIONS: dict[str, tuple[Callable[..., Any], Callable[..., bool]]] = {

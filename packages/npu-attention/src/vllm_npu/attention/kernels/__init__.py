@@ -17,6 +17,7 @@ from torch import Tensor
 from vllm_npu.attention.kernels._ascend import ASCEND_KERNELS
 from vllm_npu.attention.kernels._lengths import HostLengths
 from vllm_npu.attention.kernels._reference import REFERENCE_KERNELS
+from vllm_npu.platform.kernel_sets import KernelSets
 
 
 @runtime_checkable
@@ -77,45 +78,24 @@ class AttentionKernels(Protocol):
         ...
 
 
-_KERNELS_BY_NAME: dict[str, AttentionKernels] = {}
+_KERNEL_SETS: KernelSets[AttentionKernels] = KernelSets(
+    "attention", AttentionKernels, "vllm_npu.attention.kernels.AttentionKernels"
+)
 
 
 def register_kernels(name: str, kernels: AttentionKernels) -> None:
     """Make ``kernels`` available as ``name``; a name cannot be taken twice."""
-    if not isinstance(kernels, AttentionKernels):
-        missing = [member for member in _protocol_members() if not hasattr(kernels, member)]
-        raise TypeError(
-            f"{kernels!r} is not an attention kernel set: it lacks {', '.join(missing)} "
-            "(see vllm_npu.attention.kernels.AttentionKernels)"
-        )
-    registered = _KERNELS_BY_NAME.get(name)
-    if registered is not None and registered is not kernels:
-        raise ValueError(f"attention kernel set {name!r} is already registered")
-    _KERNELS_BY_NAME[name] = kernels
-
-
-def _protocol_members() -> list[str]:
-    methods = [
-        member
-        for member, value in vars(AttentionKernels).items()
-        if callable(value) and not member.startswith("_")
-    ]
-    return [*AttentionKernels.__annotations__, *methods]
+    _KERNEL_SETS.register(name, kernels)
 
 
 def get_kernels(name: str) -> AttentionKernels:
     """The kernel set registered as ``name``."""
-    try:
-        return _KERNELS_BY_NAME[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown attention kernel set {name!r}; registered: {', '.join(available_kernels())}"
-        ) from None
+    return _KERNEL_SETS.get(name)
 
 
 def available_kernels() -> tuple[str, ...]:
     """Names of the registered kernel sets, sorted."""
-    return tuple(sorted(_KERNELS_BY_NAME))
+    return _KERNEL_SETS.names()
 
 
 register_kernels("reference", REFERENCE_KERNELS)

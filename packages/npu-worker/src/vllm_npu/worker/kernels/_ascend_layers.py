@@ -1,4 +1,5 @@
-"""The Ascend kernel set of the layer ops: vLLM's layer semantics on torch_npu's fused ops.
+"""Ascend layer kernels (RMSNorm, add + RMSNorm, SwiGLU, neox rotary embedding): the
+reference ops' contract (``_reference_layers``) on torch_npu's fused ops.
 
 torch_npu is imported inside each op, so this module imports on a host without it.
 """
@@ -78,3 +79,16 @@ def rotary_embedding_neox(
     rotated_query = _rotate_heads(query, cos, sin, head_size)
     rotated_key = None if key is None else _rotate_heads(key, cos, sin, head_size)
     return rotated_query, rotated_key
+
+
+class AscendLayerKernels:
+    """The torch_npu layer ops as a kernel set (see ``vllm_npu.worker.kernels``)."""
+
+    name = "ascend"
+    rms_norm = staticmethod(rms_norm)
+    fused_add_rms_norm = staticmethod(fused_add_rms_norm)
+    silu_and_mul = staticmethod(silu_and_mul)
+    rotary_embedding_neox = staticmethod(rotary_embedding_neox)
+
+
+ASCEND_LAYER_KERNELS = AscendLayerKernels()
