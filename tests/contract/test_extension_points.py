@@ -119,6 +119,8 @@ EXTENSION_POINTS = (
     ExtensionPoint(
         "vllm_npu.attention.mla:NPUMLAImpl",
         "vllm.v1.attention.backend:MLAAttentionImpl",
+        # Our Ascend model runner zeroes KV blocks through zero_kv_blocks.
+        own=frozenset({"zero_kv_blocks"}),
     ),
     ExtensionPoint(
         "vllm_npu.attention.mla:NPUMLAPrefillBackend",

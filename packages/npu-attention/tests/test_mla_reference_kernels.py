@@ -203,6 +203,6 @@ def test_mla_kernel_sets_are_found_by_name_with_a_clear_error() -> None:
         mla_kernels.register_mla_kernels("reference", SimpleNamespace(
             **{name: getattr(mla_kernels.get_mla_kernels("reference"), name)
                for name in ("name", "block_size", "dtypes", "unsupported",
-                            "write_latent_cache", "gather_latent", "decode_attention",
-                            "prefill_attention")}
+                            "write_latent_cache", "zero_blocks", "gather_latent",
+                            "decode_attention", "prefill_attention")}
         ))

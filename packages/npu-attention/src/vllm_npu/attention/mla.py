@@ -7,38 +7,45 @@ vLLM's ``MLAAttention`` layer drives the impl: it writes each new token's latent
 query already absorbed into the latent space (``W_UK``), to ``forward_mqa``; it projects
 the decode output back with ``W_UV`` itself. A prefill attends over its whole context
 read back from the cache, so chunked prefill and prefix-cache hits need nothing more.
+The ops are the device's MLA kernel set (``vllm_npu.attention.mla_kernels``: the
+reference set on the host, torch_npu's MLA ops on Ascend); the per-step metadata is
+built in ``mla_metadata``, vLLM's separate prefill interface is ``mla_prefill``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from vllm.config import VllmConfig
 from vllm.model_executor.layers.attention.mla_attention import MLACommonBackend
-from vllm.v1.attention.backend import (
-    AttentionLayer,
-    AttentionMetadataBuilder,
-    AttentionType,
-    CommonAttentionMetadata,
-    MLAAttentionImpl,
-)
+from vllm.v1.attention.backend import AttentionLayer, AttentionType, MLAAttentionImpl
 from vllm.v1.attention.backends.mla.prefill.base import MLAPrefillBackend
-from vllm.v1.attention.backends.utils import split_decodes_and_prefills
-from vllm.v1.kv_cache_interface import AttentionSpec
 
 from vllm_npu.attention.backend import kernels_for_current_device
-from vllm_npu.attention.mla_kernels import MLAKernels, available_mla_kernels, get_mla_kernels
+from vllm_npu.attention.mla_kernels import available_mla_kernels, get_mla_kernels
+from vllm_npu.attention.mla_metadata import (
+    NPUMLADecodeMetadata,
+    NPUMLAMetadata,
+    NPUMLAMetadataBuilder,
+    NPUMLAPrefillMetadata,
+)
+from vllm_npu.attention.mla_prefill import NPUMLAPrefillBackend, mla_kernels_for_current_device
 
 SELECT_ANOTHER = (
     "select another MLA attention backend with VLLM_NPU_MLA_ATTENTION_BACKEND"
 )
-
-
-def mla_kernels_for_current_device() -> MLAKernels:
-    """The MLA kernel set named like the device backend's attention kernel set."""
-    return get_mla_kernels(kernels_for_current_device().name)
+__all__ = [
+    "NPUMLABackend",
+    "NPUMLADecodeMetadata",
+    "NPUMLAImpl",
+    "NPUMLAMetadata",
+    "NPUMLAMetadataBuilder",
+    "NPUMLAPrefillBackend",
+    "NPUMLAPrefillMetadata",
+    "mla_kernels_for_current_device",
+    "unsupported_mla_features",
+]
 
 
 def unsupported_mla_features(vllm_config: VllmConfig) -> list[str]:
@@ -61,7 +68,12 @@ def unsupported_mla_features(vllm_config: VllmConfig) -> list[str]:
     if model_config.dtype not in kernels.dtypes:
         features.append(f"dtype {model_config.dtype} with the {kernels.name} MLA kernels")
     features += kernels.unsupported(
-        kv_lora_rank=text_config.kv_lora_rank, qk_rope_head_dim=text_config.qk_rope_head_dim
+        kv_lora_rank=text_config.kv_lora_rank,
+        qk_rope_head_dim=text_config.qk_rope_head_dim,
+        qk_nope_head_dim=text_config.qk_nope_head_dim,
+        v_head_dim=text_config.v_head_dim,
+        num_heads=text_config.num_attention_heads
+        // vllm_config.parallel_config.tensor_parallel_size,
     )
     return features
 
@@ -122,118 +134,6 @@ class NPUMLABackend(MLACommonBackend):
         return NPUMLAPrefillBackend
 
 
-@dataclass
-class NPUMLADecodeMetadata:
-    """The decode requests (one query token each, first in the batch)."""
-
-    block_table: torch.Tensor
-    seq_lens: torch.Tensor
-    max_seq_len: int
-
-
-@dataclass
-class NPUMLAPrefillMetadata:
-    """The prefill requests (after the decodes) and every token of their contexts."""
-
-    block_table: torch.Tensor
-    query_start_loc: list[int]
-    """Per prefill request, counted from the first prefill token."""
-    context_start_loc: list[int]
-    """Cumulative context lengths (cached and new tokens) of the prefill requests."""
-    context_requests: torch.Tensor
-    """For each context token, its request's row of ``block_table``."""
-    context_positions: torch.Tensor
-    """For each context token, its position in its request."""
-
-
-@dataclass
-class NPUMLAMetadata:
-    """One forward step's MLA metadata, shared by all layers: decodes first, then
-    prefills (the fields ``MLAAttention.forward_impl`` reads, plus ours)."""
-
-    num_reqs: int
-    num_actual_tokens: int
-    max_query_len: int
-    max_seq_len: int
-    query_start_loc: torch.Tensor
-    seq_lens: torch.Tensor
-    slot_mapping: torch.Tensor
-    num_decodes: int
-    num_decode_tokens: int
-    num_prefills: int
-    decode: NPUMLADecodeMetadata | None = None
-    prefill: NPUMLAPrefillMetadata | None = None
-
-
-class NPUMLAMetadataBuilder(AttentionMetadataBuilder[NPUMLAMetadata]):
-    """Splits vLLM's common metadata into decodes and prefills, and lists each
-    prefill's context tokens once per step for every layer's cache gather."""
-
-    reorder_batch_threshold: int | None = 1
-
-    def __init__(
-        self,
-        kv_cache_spec: AttentionSpec,
-        layer_names: list[str],
-        vllm_config: VllmConfig,
-        device: torch.device,
-    ) -> None:
-        super().__init__(kv_cache_spec, layer_names, vllm_config, device)
-
-    def build(
-        self,
-        common_prefix_len: int,
-        common_attn_metadata: CommonAttentionMetadata,
-        fast_build: bool = False,
-    ) -> NPUMLAMetadata:
-        common = common_attn_metadata
-        num_decodes, num_prefills, num_decode_tokens, _ = split_decodes_and_prefills(
-            common, decode_threshold=1
-        )
-        num_reqs = common.num_reqs
-        decode = prefill = None
-        if num_decodes:
-            decode = NPUMLADecodeMetadata(
-                block_table=common.block_table_tensor[:num_decodes],
-                seq_lens=common.seq_lens[:num_decodes],
-                max_seq_len=common.max_seq_len,
-            )
-        if num_prefills:
-            prefill = self._build_prefill(common, num_decodes, num_decode_tokens)
-        return NPUMLAMetadata(
-            num_reqs=num_reqs,
-            num_actual_tokens=common.num_actual_tokens,
-            max_query_len=common.max_query_len,
-            max_seq_len=common.max_seq_len,
-            query_start_loc=common.query_start_loc,
-            seq_lens=common.seq_lens,
-            slot_mapping=common.slot_mapping,
-            num_decodes=num_decodes,
-            num_decode_tokens=num_decode_tokens,
-            num_prefills=num_prefills,
-            decode=decode,
-            prefill=prefill,
-        )
-
-    def _build_prefill(
-        self, common: CommonAttentionMetadata, num_decodes: int, num_decode_tokens: int
-    ) -> NPUMLAPrefillMetadata:
-        # One read of the prefills' lengths per step, on the host, for all layers.
-        query_start_loc = common.query_start_loc_cpu[num_decodes : common.num_reqs + 1]
-        seq_lens = common.seq_lens[num_decodes : common.num_reqs].to("cpu", torch.long)
-        context_start_loc = torch.zeros(seq_lens.shape[0] + 1, dtype=torch.long)
-        torch.cumsum(seq_lens, 0, out=context_start_loc[1:])
-        requests = torch.repeat_interleave(torch.arange(seq_lens.shape[0]), seq_lens)
-        positions = torch.arange(int(context_start_loc[-1])) - context_start_loc[requests]
-        return NPUMLAPrefillMetadata(
-            block_table=common.block_table_tensor[num_decodes : common.num_reqs],
-            query_start_loc=(query_start_loc - num_decode_tokens).tolist(),
-            context_start_loc=context_start_loc.tolist(),
-            context_requests=requests.to(self.device, non_blocking=True),
-            context_positions=positions.to(self.device, non_blocking=True),
-        )
-
-
 class NPUMLAImpl(MLAAttentionImpl[NPUMLAMetadata]):
     """Latent cache writes, MHA prefill over the expanded context, absorbed MQA decode."""
 
@@ -266,7 +166,13 @@ class NPUMLAImpl(MLAAttentionImpl[NPUMLAMetadata]):
 
         self.kernels = mla_kernels_for_current_device()
         unsupported = list(
-            self.kernels.unsupported(kv_lora_rank=kv_lora_rank, qk_rope_head_dim=qk_rope_head_dim)
+            self.kernels.unsupported(
+                kv_lora_rank=kv_lora_rank,
+                qk_rope_head_dim=qk_rope_head_dim,
+                qk_nope_head_dim=qk_nope_head_dim,
+                v_head_dim=v_head_dim,
+                num_heads=num_heads,
+            )
         )
         if indexer is not None or "topk_indices_buffer" in other_args:
             unsupported.append("sparse MLA (DeepSeek-V3.2 DSA indexer)")
@@ -321,6 +227,12 @@ class NPUMLAImpl(MLAAttentionImpl[NPUMLAMetadata]):
         if kv_cache.numel() == 0:
             return
         self.kernels.write_latent_cache(kv_c_normed, k_pe, kv_cache, slot_mapping)
+
+    def zero_kv_blocks(self, kv_cache: torch.Tensor, block_ids: list[int]) -> None:
+        """Zero the memory of ``block_ids`` in the layer's latent cache (the Ascend model
+        runner's block zeroing: the kernel set knows its cache layout)."""
+        if kv_cache.numel() and block_ids:
+            self.kernels.zero_blocks(kv_cache, block_ids)
 
     def forward_mha(
         self,
@@ -385,69 +297,6 @@ class NPUMLAImpl(MLAAttentionImpl[NPUMLAMetadata]):
             scale=self.scale,
             kv_lora_rank=self.kv_lora_rank,
             max_seq_len=decode.max_seq_len,
+            host_seq_lens=decode.host_seq_lens,
         )
         return output, None
-
-
-class NPUMLAPrefillBackend(MLAPrefillBackend):
-    """vLLM's MLA prefill interface on our MLA kernels: new tokens causally, context
-    chunks in full, both ragged by vLLM's prefill metadata."""
-
-    supported_dtypes: ClassVar[list[torch.dtype]] = [
-        torch.float16,
-        torch.bfloat16,
-        torch.float32,
-    ]
-
-    @staticmethod
-    def get_name() -> str:
-        return "CUSTOM"
-
-    def supports_out(self) -> bool:
-        return True
-
-    def run_prefill_new_tokens(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        return_softmax_lse: bool,
-        out: torch.Tensor | None = None,
-        output_scale: torch.Tensor | None = None,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        if output_scale is not None:
-            raise NotImplementedError("vllm-npu MLA prefill does not fuse output quantization.")
-        query_start_loc = self._prefill_metadata.query_start_loc.tolist()
-        return mla_kernels_for_current_device().prefill_attention(
-            q,
-            k,
-            v,
-            query_start_loc,
-            query_start_loc,
-            scale=self.scale,
-            causal=True,
-            return_lse=return_softmax_lse,
-            output=out,
-        )
-
-    def run_prefill_context_chunk(
-        self,
-        chunk: Any,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        out: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        result = mla_kernels_for_current_device().prefill_attention(
-            q,
-            k,
-            v,
-            chunk.query_start_loc.tolist(),
-            chunk.cu_seq_lens.tolist(),
-            scale=self.scale,
-            causal=False,
-            return_lse=True,
-            output=out,
-        )
-        assert isinstance(result, tuple)
-        return result

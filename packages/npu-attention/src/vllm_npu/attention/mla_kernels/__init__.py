@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from vllm_npu.attention.mla_kernels._ascend import ASCEND_MLA_KERNELS
 from vllm_npu.attention.mla_kernels._reference import REFERENCE_MLA_KERNELS
 
 
@@ -26,14 +27,27 @@ class MLAKernels(Protocol):
     dtypes: tuple[torch.dtype, ...]
     """Model (and latent cache) dtypes the ops accept."""
 
-    def unsupported(self, *, kv_lora_rank: int, qk_rope_head_dim: int) -> list[str]:
-        """The features of a model with these sizes that the ops cannot run, named for
-        an error message; empty when they can run it."""
+    def unsupported(
+        self,
+        *,
+        kv_lora_rank: int,
+        qk_rope_head_dim: int,
+        qk_nope_head_dim: int | None = None,
+        v_head_dim: int | None = None,
+        num_heads: int | None = None,
+    ) -> list[str]:
+        """The features of a model with these sizes (``num_heads``: per rank; None: not
+        known) that the ops cannot run, named for an error message; empty when they can
+        run it."""
         ...
 
     def write_latent_cache(
         self, kv_c: Tensor, k_pe: Tensor, latent_cache: Tensor, slot_mapping: Tensor
     ) -> None: ...
+
+    def zero_blocks(self, latent_cache: Tensor, block_ids: list[int]) -> None:
+        """Zero the memory of blocks ``block_ids`` (in the set's own cache layout)."""
+        ...
 
     def gather_latent(
         self,
@@ -53,7 +67,11 @@ class MLAKernels(Protocol):
         scale: float,
         kv_lora_rank: int,
         max_seq_len: int,
-    ) -> Tensor: ...
+        host_seq_lens: list[int] | None = None,
+    ) -> Tensor:
+        """``host_seq_lens``: ``seq_lens`` on the host, built once per step; a device set
+        may require it so that no layer reads device data back."""
+        ...
 
     def prefill_attention(
         self,
@@ -105,6 +123,7 @@ def available_mla_kernels() -> tuple[str, ...]:
 
 
 register_mla_kernels("reference", REFERENCE_MLA_KERNELS)
+register_mla_kernels("ascend", ASCEND_MLA_KERNELS)
 
 __all__ = [
     "MLAKernels",

@@ -43,6 +43,11 @@ def write_latent_cache(
     latent_cache[blocks, offsets, kv_lora_rank:] = k_pe[is_real].to(latent_cache.dtype)
 
 
+def zero_blocks(latent_cache: Tensor, block_ids: list[int]) -> None:
+    """Zero blocks ``block_ids`` of ``latent_cache``, in place."""
+    latent_cache[torch.tensor(block_ids, dtype=torch.long, device=latent_cache.device)] = 0
+
+
 def gather_latent(
     latent_cache: Tensor, block_table: Tensor, token_requests: Tensor, token_positions: Tensor
 ) -> Tensor:
@@ -67,6 +72,7 @@ def decode_attention(
     scale: float,
     kv_lora_rank: int,
     max_seq_len: int,
+    host_seq_lens: list[int] | None = None,
 ) -> Tensor:
     """Weight-absorbed MLA decode: one query token per request over its whole context.
 
@@ -75,7 +81,7 @@ def decode_attention(
     cached rows, values their first ``kv_lora_rank`` entries; request ``i`` sees its first
     ``seq_lens[i]`` positions (``max_seq_len`` bounds them all). Returns
     ``[num_reqs, num_heads, kv_lora_rank]`` in ``query``'s dtype; computes in float32,
-    above ``CHUNK_BUDGET_BYTES`` in chunks of requests.
+    above ``CHUNK_BUDGET_BYTES`` in chunks of requests. ``host_seq_lens`` is not needed.
     """
     num_reqs, num_heads = query.shape[:2]
     output = query.new_zeros(num_reqs, num_heads, kv_lora_rank)
@@ -176,13 +182,21 @@ class ReferenceMLAKernels:
     block_size: int | None = None
     dtypes: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32)
     write_latent_cache = staticmethod(write_latent_cache)
+    zero_blocks = staticmethod(zero_blocks)
     gather_latent = staticmethod(gather_latent)
     decode_attention = staticmethod(decode_attention)
     prefill_attention = staticmethod(prefill_attention)
 
     @staticmethod
-    def unsupported(*, kv_lora_rank: int, qk_rope_head_dim: int) -> list[str]:
-        """None: the reference ops take any latent and rope sizes."""
+    def unsupported(
+        *,
+        kv_lora_rank: int,
+        qk_rope_head_dim: int,
+        qk_nope_head_dim: int | None = None,
+        v_head_dim: int | None = None,
+        num_heads: int | None = None,
+    ) -> list[str]:
+        """None: the reference ops take any sizes."""
         return []
 
 

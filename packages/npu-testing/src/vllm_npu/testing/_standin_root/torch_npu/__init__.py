@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from torch_npu import _attention, _calls, _device, _fusion_attention, _layers, _moe, npu
+from torch_npu import _attention, _calls, _device, _fusion_attention, _layers, _moe, atb, npu
 from torch_npu._attention import *  # noqa: F403 (each op module lists its ops in __all__)
 from torch_npu._fusion_attention import *  # noqa: F403
 from torch_npu._layers import *  # noqa: F403
@@ -36,3 +36,7 @@ for _name in __all__[1:]:
     if _name in _atb_ops.ATB_OPS:
         _op = _atb_ops.lazy_load_atb_so(_op)
     globals()[_name] = _calls.recorded(_op)
+
+for _name in atb.__all__:
+    _op = _atb_ops.lazy_load_atb_so(_device.device_op(getattr(atb, _name)))
+    setattr(atb, _name, _calls.recorded(_op))

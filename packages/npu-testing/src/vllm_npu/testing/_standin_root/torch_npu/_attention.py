@@ -130,7 +130,8 @@ def npu_fused_infer_attention_score(
 ) -> tuple[Tensor, Tensor]:
     """Fused attention; the stand-in computes ``input_layout="TND"`` over a paged KV
     cache with ``sparse_mode=3`` (right-down causal), which covers prefill and
-    chunked prefill with a cached prefix.
+    chunked prefill with a cached prefix, and TND without a ``block_table`` (MLA
+    prefill over expanded keys: ``torch_npu._mla.unpaged_tnd_attention``).
 
     ``query``: ``[num_tokens, num_heads, head_size]``, request ``i`` owning rows
     ``actual_seq_lengths[i - 1]:actual_seq_lengths[i]`` (cumulative ends, the last
@@ -145,6 +146,22 @@ def npu_fused_infer_attention_score(
     the log-sum-exp ``[num_tokens, num_heads, 1]`` float32 with ``softmax_lse_flag``,
     else an empty float32 tensor (``[0]``, as the real meta kernel gives).
     """
+    if input_layout == "TND" and block_table is None:
+        from torch_npu._mla import unpaged_tnd_attention
+
+        return unpaged_tnd_attention(
+            query,
+            key,
+            value,
+            atten_mask=atten_mask,
+            actual_seq_lengths=actual_seq_lengths,
+            actual_seq_lengths_kv=actual_seq_lengths_kv,
+            num_heads=num_heads,
+            scale=scale,
+            num_key_value_heads=num_key_value_heads,
+            sparse_mode=sparse_mode,
+            softmax_lse_flag=softmax_lse_flag,
+        )
     if input_layout != "TND" or sparse_mode != 3 or block_table is None:
         raise NotImplementedError(
             f"{FUSED_ATTENTION} stand-in: only input_layout='TND' with sparse_mode=3 over a "
