@@ -6,7 +6,10 @@ per process (2-core machines).
 
 import os
 
-pytest_plugins = ["vllm_npu.testing.session_calls"]  # stand-in calls for the conformance test
+pytest_plugins = [
+    "vllm_npu.testing.session_calls",  # stand-in calls for the conformance test
+    "vllm_npu.testing.support_marks",  # the support mark's vocabulary (support matrix)
+]
 
 os.environ.setdefault("VLLM_NPU_DEVICE", "host")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

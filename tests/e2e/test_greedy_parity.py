@@ -26,7 +26,10 @@ def _counter(llm: Any, name: str) -> float:
     [
         TinyModelSpec(arch="llama"),
         TinyModelSpec(arch="qwen2"),
-        TinyModelSpec(arch="qwen2", sliding_window=8),
+        pytest.param(
+            TinyModelSpec(arch="qwen2", sliding_window=8),
+            marks=pytest.mark.support("sliding_window", "host"),
+        ),
     ],
     ids=["llama", "qwen2", "qwen2-sliding-window"],
 )
@@ -63,6 +66,7 @@ def test_preempted_requests_are_recomputed_exactly(tiny_model_dir) -> None:
     assert generated == expected
 
 
+@pytest.mark.support("prefix_caching", "host")
 def test_prefix_caching_with_a_shared_prefix(tiny_model_dir) -> None:
     model = tiny_model_dir(TinyModelSpec(arch="qwen2"))
     shared = " ".join(DEFAULT_PROMPTS[-1].split()[:48])

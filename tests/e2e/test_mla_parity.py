@@ -34,6 +34,9 @@ def _counter(llm: Any, name: str) -> float:
     [TinyModelSpec(arch="deepseek_v2"), TinyModelSpec(arch="deepseek_v3")],
     ids=["deepseek-v2", "deepseek-v3"],
 )
+@pytest.mark.support("mla", "host")
+@pytest.mark.support("chunked_prefill", "host")
+@pytest.mark.support("prefix_caching", "host")
 def test_mla_matches_transformers_chunked_and_prefix_cached(
     spec: TinyModelSpec, tiny_model_dir
 ) -> None:
@@ -60,6 +63,7 @@ def test_mla_matches_transformers_chunked_and_prefix_cached(
     assert generated == expected
 
 
+@pytest.mark.support("mla", "host")
 def test_mla_tensor_parallel_2_matches_transformers(tiny_model_dir) -> None:
     """4 heads: 2 per rank; the latent cache (one KV head) is replicated on both."""
     spec = TinyModelSpec(arch="deepseek_v3")

@@ -44,6 +44,7 @@ MOE_OPS = {
 
 
 @pytest.mark.parametrize("arch", ["mixtral", "qwen3_moe", "glm4_moe"])
+@pytest.mark.support("moe", "host")
 def test_moe_greedy_matches_transformers(arch: str, tiny_model_dir) -> None:
     model = tiny_model_dir(TinyModelSpec(arch=arch))
     expected = hf_greedy_generate(model, DEFAULT_PROMPTS, MAX_NEW_TOKENS)
@@ -60,6 +61,7 @@ def test_moe_greedy_matches_transformers(arch: str, tiny_model_dir) -> None:
     ],
     ids=["tensor-parallel-2", "expert-parallel-2"],
 )
+@pytest.mark.support("moe", "host")
 def test_moe_parallel_matches_transformers(parallel: dict, tiny_model_dir) -> None:
     """GLM-4-MoE: grouped top-k, correction bias and a shared expert, sharded."""
     model = tiny_model_dir(TinyModelSpec(arch="glm4_moe"))
@@ -79,6 +81,7 @@ def _agreeing_prefix(generated: list[list[int]], reference: list[list[int]]) -> 
     return total
 
 
+@pytest.mark.support("moe", "ascend")
 @pytest.mark.parametrize(
     ("arch", "dtype", "gating_op"),
     [
@@ -122,6 +125,8 @@ def test_moe_on_ascend_path(
 DATA_PARALLEL_SCRIPT = Path(__file__).with_name("_generate_data_parallel.py")
 
 
+@pytest.mark.support("dp", "host")
+@pytest.mark.support("ep", "host")
 def test_moe_data_and_expert_parallel_matches_transformers(tiny_model_dir) -> None:
     """Two data-parallel ranks sharing GLM-4-MoE's experts (expert parallelism over
     them): tokens are all-gathered to both ranks' experts and reduce-scattered back

@@ -55,7 +55,10 @@ def test_single_rank_matches_transformers(
 
 @pytest.mark.parametrize(
     "parallel",
-    [{"tensor_parallel_size": 2}, {"pipeline_parallel_size": 2}],
+    [
+        pytest.param({"tensor_parallel_size": 2}, marks=pytest.mark.support("tp", "host")),
+        pytest.param({"pipeline_parallel_size": 2}, marks=pytest.mark.support("pp", "host")),
+    ],
     ids=["tensor-parallel-2", "pipeline-parallel-2"],
 )
 def test_two_ranks_match_one_rank_and_transformers(

@@ -105,6 +105,7 @@ class TestOneNode:
         [{"tensor_parallel_size": 2}, {"pipeline_parallel_size": 2}],
         ids=["tensor-parallel-2", "pipeline-parallel-2"],
     )
+    @pytest.mark.support("ray", "host")
     def test_two_ranks_match_transformers(
         self, parallel: dict[str, int], model: Path, transformers_tokens: list[list[int]]
     ) -> None:
@@ -119,6 +120,7 @@ class TestOneNode:
         assert generated == transformers_tokens
 
 
+@pytest.mark.support("ray", "host")
 def test_two_nodes_tensor_parallel_and_a_dead_worker(
     model: Path, transformers_tokens: list[list[int]]
 ) -> None:

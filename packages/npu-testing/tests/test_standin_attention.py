@@ -447,10 +447,10 @@ REJECTED_FUSED: dict[str, tuple[Callable[[dict], dict], type[Exception], str]] =
         NotImplementedError,
         "sparse_mode=0",
     ),
-    "no-block-table": (
+    "no-block-table": (  # TND without page attention: the MLA prefill form, bfloat16 only
         lambda a: {**a, "block_table": None},
-        NotImplementedError,
-        "block_table=None",
+        RuntimeError,
+        "TND without page attention takes bfloat16 only",
     ),
     "no-mask": (
         lambda a: {**a, "atten_mask": None},

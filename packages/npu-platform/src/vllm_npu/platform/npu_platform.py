@@ -14,6 +14,7 @@ from vllm_npu.platform import (
     _config,
     _distributed,
     _env,
+    _features,
     _ray,
     discovery,
     ir_kernels,
@@ -191,6 +192,7 @@ class NPUPlatform(Platform):
         attention = discovery.find(kind, name)
         _config.adapt_to_backend(vllm_config, BACKEND)
         attention_cls = discovery.load(kind, attention)
+        _features.refuse_unsupported(vllm_config, attention_cls)
         refuse = getattr(attention_cls, "unsupported_model_features", None)
         # Without a model (a bare VllmConfig) there is nothing to check yet.
         has_model = vllm_config.model_config is not None
@@ -205,6 +207,15 @@ class NPUPlatform(Platform):
         _config.adapt_block_size(vllm_config, attention_cls.get_supported_kernel_block_sizes())
         _distributed.check_local_ranks(parallel, BACKEND)
         _ray.configure(parallel, BACKEND)
+
+    def is_sleep_mode_available(self) -> bool:
+        """vLLM asks only when the user enabled sleep mode: refuse it in our words."""
+        raise ValueError(_features.SLEEP_MODE_REFUSAL)
+
+    @classmethod
+    def verify_quantization(cls, quant: str) -> None:
+        """vLLM asks only for a model with a quantization method: refuse it."""
+        raise ValueError(_features.QUANTIZATION_REFUSAL)
 
     @classmethod
     def get_mla_prefill_backend_cls(cls, mla_selector_config: Any) -> type:
