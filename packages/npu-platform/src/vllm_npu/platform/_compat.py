@@ -8,9 +8,19 @@ from typing import Any
 
 import torch
 
+from vllm_npu.platform import _spec_decode_kernels
 from vllm_npu.platform._kernels import compute_slot_mapping
 
 SLOT_MAPPING_KERNEL = "vllm.v1.worker.block_table.ComputeSlotMappingKernel.kernel"
+REJECTION_SAMPLER_MODULE = "vllm.v1.sample.rejection_sampler"
+REJECTION_SAMPLER_KERNELS = (
+    "rejection_greedy_sample_kernel",
+    "rejection_random_sample_kernel",
+    "expand_kernel",
+    "sample_recovered_tokens_kernel",
+)
+"""The Triton kernels of vLLM's rejection sampler (speculative decoding), the same
+names and arguments in 0.28 to 0.33."""
 
 
 def compute_slot_mapping_in_kernel_blocks(
@@ -100,10 +110,7 @@ def register_slot_mapping_kernel() -> str:
         if "block_size" in names
         else compute_slot_mapping
     )
-    try:
-        from vllm.triton_utils.dispatcher import register_kernels
-    except ImportError:
-        register_kernels = None
+    register_kernels = _dispatcher_register_kernels()
     if register_kernels is not None:
         register_kernels({SLOT_MAPPING_KERNEL: impl})
         return "dispatcher"
@@ -112,6 +119,43 @@ def register_slot_mapping_kernel() -> str:
         return "kernel object"
     block_table._compute_slot_mapping_kernel = _Launcher(impl)
     return "module attribute"
+
+
+def _dispatcher_register_kernels() -> Callable[..., None] | None:
+    try:
+        from vllm.triton_utils.dispatcher import register_kernels
+    except ImportError:
+        return None
+    return register_kernels
+
+
+def register_rejection_sampler_kernels() -> str:
+    """Route the rejection sampler's Triton kernels to our PyTorch ones; returns how.
+
+    vLLM 0.31 and newer take them through ``vllm.triton_utils.dispatcher``. Before,
+    the sampler launches the module attributes (0.28-0.29) or, in 0.30, warm-up
+    owners holding the kernel as ``.kernel``: both are replaced here.
+    """
+    import importlib
+
+    sampler = importlib.import_module(REJECTION_SAMPLER_MODULE)
+    impls = {name: getattr(_spec_decode_kernels, name) for name in REJECTION_SAMPLER_KERNELS}
+    register_kernels = _dispatcher_register_kernels()
+    if register_kernels is not None:
+        register_kernels(
+            {f"{REJECTION_SAMPLER_MODULE}.{name}": impl for name, impl in impls.items()}
+        )
+        return "dispatcher"
+    for name, impl in impls.items():
+        original = getattr(sampler, name)
+        launcher = _Launcher(impl)
+        for owner in list(vars(sampler).values()):
+            state = getattr(owner, "__dict__", None)
+            if isinstance(state, dict) and state.get("kernel") is original:
+                owner.kernel = launcher
+                state.pop("_kernel_arg_names", None)
+        setattr(sampler, name, launcher)
+    return "module attributes"
 
 
 def attention_backend_problems(backend_cls: Any, selector_config: Any) -> list[str]:

@@ -15,7 +15,9 @@ from vllm_npu.platform import (
     _distributed,
     _env,
     _features,
+    _lora,
     _ray,
+    _speculative,
     discovery,
     ir_kernels,
 )
@@ -186,6 +188,8 @@ class NPUPlatform(Platform):
         parallel = vllm_config.parallel_config
         if parallel.worker_cls == "auto":
             parallel.worker_cls = discovery.qualname(discovery.WORKER)
+        _lora.check_lora(vllm_config, BACKEND)
+        _speculative.check_speculative(vllm_config)
         use_mla = bool(getattr(vllm_config.model_config, "use_mla", False))
         kind, key = _attention_kind(use_mla)
         name = _configured_attention_backend(vllm_config, use_mla)
@@ -236,6 +240,11 @@ class NPUPlatform(Platform):
     @classmethod
     def register_triton_kernel_overrides(cls) -> None:
         _compat.register_slot_mapping_kernel()
+        _compat.register_rejection_sampler_kernels()
+
+    @classmethod
+    def get_punica_wrapper(cls) -> str:
+        return _lora.punica_wrapper(BACKEND)
 
     @classmethod
     def validate_environ(cls, hard_fail: bool) -> None:
