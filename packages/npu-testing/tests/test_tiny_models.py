@@ -19,6 +19,7 @@ from vllm_npu.testing import (
     build_tiny_model,
     build_tiny_models,
     hf_greedy_generate,
+    hf_greedy_routing_margins,
     hf_prompt_token_ids,
 )
 
@@ -208,3 +209,32 @@ def test_mla_models_are_dense_deepseek_shapes(tiny_models: dict[str, Path]) -> N
 def test_invalid_spec_is_rejected(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         TinyModelSpec(**kwargs)
+
+
+def test_routing_margins_are_the_routers_closest_choice(tiny_models: dict[str, Path]) -> None:
+    """Teacher-forced on the greedy continuation, the smallest gap between the last
+    chosen and the best unchosen router logit equals what the margins report; a
+    dense model has no routing decision."""
+    prompts = list(DEFAULT_PROMPTS[:2])
+    assert hf_greedy_routing_margins(tiny_models["llama"], prompts, 4) == [float("inf")] * 2
+    model_path = tiny_models["mixtral"]
+    margins = hf_greedy_routing_margins(model_path, prompts, 4)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    top_k = model.config.num_experts_per_tok
+    logits: list[torch.Tensor] = []
+    routers = [m for n, m in model.named_modules() if n.endswith("mlp.gate")]
+    for router in routers:
+        router.register_forward_hook(lambda _m, _a, out: logits.append(out[0]))
+    for ids, continuation, margin in zip(
+        hf_prompt_token_ids(model_path, prompts),
+        hf_greedy_generate(model_path, prompts, 4),
+        margins,
+        strict=True,
+    ):
+        logits.clear()
+        with torch.inference_mode():
+            model(torch.tensor([ids + continuation[:-1]]))
+        assert len(logits) == len(routers) == model.config.num_hidden_layers
+        ranked = torch.cat(logits).sort(dim=-1, descending=True).values
+        expected = float((ranked[:, top_k - 1] - ranked[:, top_k]).min())
+        assert 0 < margin == pytest.approx(expected, abs=1e-5)

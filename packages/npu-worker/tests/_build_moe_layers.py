@@ -1,6 +1,7 @@
 """Build vLLM fused MoE layers through the plugin, one per case, in a process of its own
 (it initialises a one-rank gloo group); prints ``RESULT <json>``: per case, the class of
-the routed experts built or the error raised.
+the routed experts built or the error raised. The device backend (and so the MoE
+kernel set) is the one ``VLLM_NPU_DEVICE`` selects.
 
 Usage: python _build_moe_layers.py PORT
 """
@@ -27,6 +28,8 @@ CASES = {
     "activation": dict(activation="gelu_tanh"),
     "scoring": dict(scoring_func="sqrtsoftplus"),
     "custom-routing": dict(custom_routing_function=lambda *args: args),
+    "gelu": dict(activation="gelu"),
+    "expert-bias": dict(has_bias=True),
 }
 
 

@@ -21,9 +21,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def built() -> dict[str, str]:
-    env = {**os.environ, "VLLM_NPU_DEVICE": "host"}
+def _build(device: str) -> dict[str, str]:
+    env = {**os.environ, "VLLM_NPU_DEVICE": device}
     result = subprocess.run(
         [sys.executable, str(SCRIPT), str(_free_port())],
         capture_output=True,
@@ -36,7 +35,18 @@ def built() -> dict[str, str]:
     return json.loads(line.removeprefix("RESULT "))
 
 
-@pytest.mark.parametrize("case", ["supported", "grouped-sigmoid"])
+@pytest.fixture(scope="module")
+def built() -> dict[str, str]:
+    return _build("host")
+
+
+@pytest.fixture(scope="module")
+def built_on_ascend() -> dict[str, str]:
+    """The same layers on the Ascend backend's kernel set (torch_npu stand-in)."""
+    return _build("ascend-standin")
+
+
+@pytest.mark.parametrize("case", ["supported", "grouped-sigmoid", "gelu"])
 def test_supported_layers_are_ours(built: dict[str, str], case: str) -> None:
     assert built[case] == "NPURoutedExperts"
 
@@ -49,6 +59,7 @@ def test_supported_layers_are_ours(built: dict[str, str], case: str) -> None:
         ("activation", "needs activation 'gelu_tanh'"),
         ("scoring", "needs scoring function 'sqrtsoftplus'"),
         ("custom-routing", "needs custom routing function (<lambda>)"),
+        ("expert-bias", "needs expert MLP biases, which the reference MoE kernels"),
     ],
 )
 def test_unsupported_layers_are_refused_in_one_line(
@@ -58,4 +69,27 @@ def test_unsupported_layers_are_refused_in_one_line(
     assert message.startswith(f"error: vllm-npu: MoE layer model.layers.0.mlp.{case} ")
     assert feature in message
     assert case != "quantized" or " uses Fp8" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("case", ["supported", "grouped-sigmoid"])
+def test_supported_layers_are_ours_on_ascend(built_on_ascend: dict[str, str], case: str) -> None:
+    assert built_on_ascend[case] == "NPURoutedExperts"
+
+
+@pytest.mark.parametrize(
+    ("case", "feature"),
+    [
+        ("gelu", "needs activation 'gelu', which the ascend MoE kernels do not support."),
+        ("expert-bias", "needs expert MLP biases, which the ascend MoE kernels do not"),
+    ],
+)
+def test_what_the_ascend_ops_lack_is_refused_in_one_line(
+    built_on_ascend: dict[str, str], case: str, feature: str
+) -> None:
+    """npu_swiglu is the only activation of the ascend set and its grouped matmuls run
+    without biases: a GELU or biased expert MLP is refused when the model is built."""
+    message = built_on_ascend[case]
+    assert message.startswith(f"error: vllm-npu: MoE layer model.layers.0.mlp.{case} ")
+    assert feature in message
     assert "\n" not in message

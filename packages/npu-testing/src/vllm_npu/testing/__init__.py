@@ -4,6 +4,7 @@ from vllm_npu.testing.hf_reference import (
     hf_greedy_generate,
     hf_greedy_generate_ids,
     hf_greedy_margins,
+    hf_greedy_routing_margins,
     hf_prompt_token_ids,
 )
 from vllm_npu.testing.tiny_models import (
@@ -27,5 +28,6 @@ __all__ = [
     "hf_greedy_generate",
     "hf_greedy_generate_ids",
     "hf_greedy_margins",
+    "hf_greedy_routing_margins",
     "hf_prompt_token_ids",
 ]

@@ -93,6 +93,74 @@ def hf_greedy_margins(
     return margins
 
 
+def hf_greedy_routing_margins(
+    model_path: str | os.PathLike[str], prompts: Sequence[str], max_new_tokens: int
+) -> list[float]:
+    """For each prompt, the smallest gap in a mixture-of-experts router's choice over
+    its float32 greedy run (prompt and continuation, every MoE layer); ``inf`` for a
+    model without routers.
+
+    A router's choice is a decision like the greedy one: its top-k experts (and, for
+    grouped top-k, its best groups) against the best of the rest, compared on what
+    the router ranks by (the logits for softmax routing; for grouped sigmoid routing
+    the sigmoid scores plus the correction bias, groups by their best two summed).
+    Within the rounding error of a lower precision, two correct implementations may
+    pick different experts, which changes the output by a whole expert's share.
+    """
+    model = _greedy_model(model_path, torch.float32)
+    routers = [m for m in model.modules() if _is_router(m)]
+    margins = []
+    with torch.inference_mode():
+        for ids in hf_prompt_token_ids(model_path, prompts):
+            gaps: list[float] = []
+
+            def record(module: Any, _args: Any, output: Any, gaps: list[float] = gaps) -> None:
+                gaps.append(_routing_gap(module, output[0]))
+
+            hooks = [router.register_forward_hook(record) for router in routers]
+            try:
+                input_ids = torch.tensor([ids], dtype=torch.long)
+                model.generate(
+                    input_ids,
+                    attention_mask=torch.ones_like(input_ids),
+                    max_new_tokens=max_new_tokens,
+                )
+            finally:
+                for hook in hooks:
+                    hook.remove()
+            margins.append(min(gaps, default=float("inf")))
+    return margins
+
+
+def _is_router(module: torch.nn.Module) -> bool:
+    """transformers' MoE routers (``*TopKRouter``) return (logits, weights, expert ids)."""
+    return type(module).__name__.endswith("Router") and hasattr(module, "top_k")
+
+
+def _routing_gap(router: Any, router_logits: torch.Tensor) -> float:
+    choice = router_logits.float().view(-1, router_logits.shape[-1])
+    top_k = int(router.top_k)
+    gaps = []
+    groups = int(getattr(router, "num_group", 1) or 1)
+    if groups > 1:
+        choice = choice.sigmoid() + router.e_score_correction_bias.float()
+        grouped = choice.view(choice.shape[0], groups, -1)
+        group_scores = grouped.topk(2, dim=-1).values.sum(dim=-1)
+        chosen_groups = int(router.topk_group)
+        gaps.append(_kth_gap(group_scores, chosen_groups))
+        kept = group_scores.topk(chosen_groups, dim=-1).indices
+        mask = torch.ones_like(group_scores, dtype=torch.bool).scatter_(1, kept, False)
+        choice = grouped.masked_fill(mask.unsqueeze(-1), float("-inf")).view_as(choice)
+    gaps.append(_kth_gap(choice, top_k))
+    return min(gaps)
+
+
+def _kth_gap(scores: torch.Tensor, k: int) -> float:
+    """Smallest gap, over the rows, between the k-th best score and the next."""
+    ranked = scores.sort(dim=-1, descending=True).values
+    return float((ranked[:, k - 1] - ranked[:, k]).min())
+
+
 def _greedy_model(model_path: str | os.PathLike[str], dtype: torch.dtype) -> Any:
     """The checkpoint in ``dtype`` with eager attention, set up for plain greedy decoding."""
     model = AutoModelForCausalLM.from_pretrained(

@@ -55,7 +55,7 @@ _QWEN2_TOKENIZER_ARCHS = ("qwen2", "qwen3_moe")
 SPEC_MARKER = "tiny_model_spec.json"
 # Bump when the build recipe changes, so cached folders built by an older
 # recipe are rebuilt instead of silently reused.
-_RECIPE_VERSION = 1
+_RECIPE_VERSION = 2
 
 _BOS, _EOS, _UNK, _PAD = "<s>", "</s>", "<unk>", "<pad>"
 _SPECIAL_TOKENS = (_BOS, _EOS, _UNK, _PAD)
@@ -75,10 +75,16 @@ _QWEN2_SPLIT = (
 
 _WEIGHT_STD = 0.5
 _BIAS_STD = 0.1
+# MoE models: every matrix at 1 / sqrt(fan_in) (embeddings at 1), as trained models
+# keep their activations, and the lm_head at _MOE_LM_HEAD_GAIN / sqrt(fan_in) for
+# spread-out logits. At _WEIGHT_STD the activations grow layer by layer until
+# float16 rounding moves the router logits by 0.05 to 9, past the gaps between
+# experts, and a flipped expert changes the output by as much as the residual
+# stream; at this scale float16 moves them by about 4e-3.
+_MOE_LM_HEAD_GAIN = 4.0
 # glm4_moe routing: experts in 2 groups, the best group chosen per token, weights
-# scaled by 2.5 (DeepSeek-V3 uses 8 groups, 4 chosen, 2.5).
+# scaled by the spec's routed_scaling_factor (DeepSeek-V3 uses 8 groups, 4 chosen, 2.5).
 _GLM4_MOE_GROUPS = 2
-_GLM4_MOE_ROUTED_SCALING = 2.5
 # MLA sizes: latent 32, query latent 24 (deepseek_v3), rope 8, nope 16, values 16.
 _MLA_DIMS = dict(kv_lora_rank=32, qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=16)
 _MLA_Q_LORA_RANK = 24
@@ -183,6 +189,8 @@ class TinyModelSpec:
     # Only used by the MoE architectures; intermediate_size is then each expert's.
     num_experts: int = 8
     experts_per_token: int = 2
+    # Only used by glm4_moe: the factor its routed experts' weights are scaled by.
+    routed_scaling_factor: float = 2.5
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
@@ -201,6 +209,8 @@ class TinyModelSpec:
             raise ValueError("experts_per_token must be between 1 and num_experts")
         if self.arch == "glm4_moe" and self.num_experts % _GLM4_MOE_GROUPS:
             raise ValueError(f"glm4_moe needs num_experts divisible by {_GLM4_MOE_GROUPS}")
+        if self.routed_scaling_factor <= 0:
+            raise ValueError("routed_scaling_factor must be positive")
 
     @property
     def head_dim(self) -> int:
@@ -347,7 +357,7 @@ def _moe_config(spec: TinyModelSpec, common: dict[str, object]) -> PretrainedCon
         n_shared_experts=1,
         n_group=_GLM4_MOE_GROUPS,
         topk_group=1,
-        routed_scaling_factor=_GLM4_MOE_ROUTED_SCALING,
+        routed_scaling_factor=spec.routed_scaling_factor,
         norm_topk_prob=True,
         first_k_dense_replace=1,
     )
@@ -394,6 +404,15 @@ def _add_mtp_layer(weights: Path, spec: TinyModelSpec) -> None:
     save_file(tensors, weights, metadata={"format": "pt"})
 
 
+def _weight_std(spec: TinyModelSpec, name: str, param: torch.Tensor) -> float:
+    if spec.arch not in MOE_ARCHITECTURES:
+        return _WEIGHT_STD
+    if "embed_tokens" in name:
+        return 1.0
+    gain = _MOE_LM_HEAD_GAIN if name.startswith("lm_head") else 1.0
+    return gain / param.shape[-1] ** 0.5
+
+
 def _build_model(
     spec: TinyModelSpec, tokenizer: PreTrainedTokenizerFast
 ) -> torch.nn.Module:
@@ -410,7 +429,7 @@ def _build_model(
             elif name.endswith(".bias"):
                 param.normal_(0.0, _BIAS_STD, generator=generator)
             else:
-                param.normal_(0.0, _WEIGHT_STD, generator=generator)
+                param.normal_(0.0, _weight_std(spec, name, param), generator=generator)
         for name, buffer in sorted(model.named_buffers()):
             # DeepSeek-style routers: a bias that steers the choice of experts.
             if name.endswith("e_score_correction_bias"):
