@@ -55,6 +55,15 @@ def test_slot_mapping_kernel_form_is_chosen_where_needed() -> None:
     assert _needs_kernel_blocks() == (release in SpecifierSet("<0.32"))
 
 
+def test_rejection_sampler_kernels_are_installed_where_this_release_launches_them() -> None:
+    """vLLM's kernel dispatcher from 0.31; the module and its warm-up owners before."""
+    from vllm_npu.platform import _compat
+
+    release = vllm_version().release
+    expected = "module attributes" if release in SpecifierSet("<0.31") else "dispatcher"
+    assert _compat.register_rejection_sampler_kernels() == expected
+
+
 @pytest.mark.parametrize("releases", [*SHIMS.values(), "<0.32"])
 def test_every_shim_serves_a_supported_release(releases: str) -> None:
     assert any(release in SpecifierSet(releases) for release in SUPPORTED), (
