@@ -58,6 +58,49 @@ def test_mla_on_a_kernel_set_without_mla_kernels_is_refused(
     assert "\n" not in message
 
 
+def test_mla_sizes_the_ascend_ops_reject_are_refused_on_the_ascend_kernel_set(
+    deepseek_v2: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tiny sizes (latent 32, rope 8, nope 16, values 16, 4 heads) are none of the
+    ones Ascend's MLA ops take; float32 is no dtype of theirs either."""
+    from types import SimpleNamespace
+
+    from vllm_npu.attention import mla
+
+    monkeypatch.setattr(mla, "kernels_for_current_device", lambda: SimpleNamespace(name="ascend"))
+    message = _start_up_error(deepseek_v2)
+    for feature in (
+        "dtype torch.float32 with the ascend MLA kernels",
+        "kv_lora_rank 32 (npu_multi_head_latent_attention takes 512)",
+        "qk_rope_head_dim 8 (npu_multi_head_latent_attention takes 64)",
+        "qk_nope_head_dim 16 (the prefill op needs nope + rope = 192)",
+        "v_head_dim 16 (the prefill op takes 128 or 192)",
+        "4 attention heads per rank (the prefill op takes 8/16/32/64/128)",
+    ):
+        assert feature in message
+    assert "\n" not in message
+
+
+def test_real_mla_sizes_pass_the_start_up_check_on_the_ascend_kernel_set(
+    tiny_model_dir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from vllm.engine.arg_utils import EngineArgs
+
+    from vllm_npu.attention import mla
+
+    model = tiny_model_dir(
+        TinyModelSpec(
+            arch="deepseek_v2", mla_dims="real", num_heads=8, hidden_size=128,
+            intermediate_size=256,
+        )
+    )  # fmt: skip
+    monkeypatch.setattr(mla, "kernels_for_current_device", lambda: SimpleNamespace(name="ascend"))
+    config = EngineArgs(model=str(model), dtype="float16").create_engine_config()
+    assert config.model_config.use_mla
+
+
 def test_a_supported_mla_model_passes_the_start_up_check(deepseek_v2: Path) -> None:
     from vllm.engine.arg_utils import EngineArgs
 

@@ -1,6 +1,8 @@
 """Multi-head latent attention (DeepSeek-V2/V3 shaped tiny models) through the MLA
 backend equals transformers greedy decoding, token for token: prompts prefilled in
-chunks, prompts that hit the prefix cache, and with tensor parallelism."""
+chunks, prompts that hit the prefix cache, and with tensor parallelism. The DeepSeek-V2
+has MoE layers after its first dense one (a shared expert, group-limited top-k routing
+with a routed scaling factor); the DeepSeek-V3 dense MLPs."""
 
 from __future__ import annotations
 
@@ -31,8 +33,14 @@ def _counter(llm: Any, name: str) -> float:
 
 @pytest.mark.parametrize(
     "spec",
-    [TinyModelSpec(arch="deepseek_v2"), TinyModelSpec(arch="deepseek_v3")],
-    ids=["deepseek-v2", "deepseek-v3"],
+    [
+        pytest.param(
+            TinyModelSpec(arch="deepseek_v2", mla_moe=True),
+            marks=pytest.mark.support("moe", "host"),
+            id="deepseek-v2-moe",
+        ),
+        pytest.param(TinyModelSpec(arch="deepseek_v3"), id="deepseek-v3"),
+    ],
 )
 @pytest.mark.support("mla", "host")
 @pytest.mark.support("chunked_prefill", "host")

@@ -46,9 +46,10 @@ MOE_ARCHITECTURES = ("mixtral", "qwen3_moe", "glm4_moe")
 (sigmoid scores, correction bias, grouped top-k, routed scaling factor, a shared
 expert, a dense first layer) with dense attention instead of MLA."""
 MLA_ARCHITECTURES = ("deepseek_v2", "deepseek_v3")
-"""Multi-head latent attention models with dense MLPs in every layer
-(``first_k_dense_replace`` = all layers): DeepSeek-V2 (no query compression) and
-DeepSeek-V3 (compressed query, yarn rope scaling, one MTP layer in the checkpoint)."""
+"""Multi-head latent attention models, by default with dense MLPs in every layer
+(``first_k_dense_replace`` = all layers; ``TinyModelSpec.mla_moe``: MoE layers after
+the first): DeepSeek-V2 (no query compression) and DeepSeek-V3 (compressed query, yarn
+rope scaling, one MTP layer in the checkpoint)."""
 ARCHITECTURES = DENSE_ARCHITECTURES + MOE_ARCHITECTURES + MLA_ARCHITECTURES
 _QWEN2_TOKENIZER_ARCHS = ("qwen2", "qwen3_moe")
 
@@ -85,9 +86,17 @@ _MOE_LM_HEAD_GAIN = 4.0
 # glm4_moe routing: experts in 2 groups, the best group chosen per token, weights
 # scaled by the spec's routed_scaling_factor (DeepSeek-V3 uses 8 groups, 4 chosen, 2.5).
 _GLM4_MOE_GROUPS = 2
-# MLA sizes: latent 32, query latent 24 (deepseek_v3), rope 8, nope 16, values 16.
-_MLA_DIMS = dict(kv_lora_rank=32, qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=16)
-_MLA_Q_LORA_RANK = 24
+# MLA sizes by TinyModelSpec.mla_dims: latent, rope, nope, values; and the query latent
+# of deepseek_v3 (q_lora_rank).
+_MLA_DIMS = {
+    "tiny": dict(kv_lora_rank=32, qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=16),
+    "real": dict(kv_lora_rank=512, qk_rope_head_dim=64, qk_nope_head_dim=128, v_head_dim=128),
+}
+_MLA_Q_LORA_RANK = {"tiny": 24, "real": 96}
+# mla_moe routing of deepseek_v2: group-limited greedy over 2 groups (1 chosen), weights
+# scaled by 2 (DeepSeek-V2: 8 groups, 3 chosen, 16).
+_MLA_MOE_GROUPS = 2
+_MLA_MOE_ROUTED_SCALING = 2.0
 _YARN = dict(
     rope_type="yarn",
     factor=4.0,
@@ -191,6 +200,13 @@ class TinyModelSpec:
     experts_per_token: int = 2
     # Only used by glm4_moe: the factor its routed experts' weights are scaled by.
     routed_scaling_factor: float = 2.5
+    # Only used by the MLA architectures: "tiny" sizes (latent 32, rope 8, nope 16,
+    # values 16) or the "real" ones of DeepSeek-V2/V3 (512, 64, 128, 128), the only
+    # sizes Ascend's MLA ops take.
+    mla_dims: str = "tiny"
+    # Only used by the MLA architectures: MoE layers after the first dense one (one
+    # shared expert; deepseek_v2 routes with group-limited greedy top-k).
+    mla_moe: bool = False
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
@@ -211,6 +227,12 @@ class TinyModelSpec:
             raise ValueError(f"glm4_moe needs num_experts divisible by {_GLM4_MOE_GROUPS}")
         if self.routed_scaling_factor <= 0:
             raise ValueError("routed_scaling_factor must be positive")
+        if self.mla_dims not in _MLA_DIMS:
+            raise ValueError(f"mla_dims must be one of {tuple(_MLA_DIMS)}, got {self.mla_dims!r}")
+        if (self.mla_dims != "tiny" or self.mla_moe) and self.arch not in MLA_ARCHITECTURES:
+            raise ValueError("mla_dims and mla_moe are only used by the MLA architectures")
+        if self.mla_moe and self.num_experts % _MLA_MOE_GROUPS:
+            raise ValueError(f"mla_moe needs num_experts divisible by {_MLA_MOE_GROUPS}")
 
     @property
     def head_dim(self) -> int:
@@ -366,22 +388,30 @@ def _moe_config(spec: TinyModelSpec, common: dict[str, object]) -> PretrainedCon
 def _mla_config(spec: TinyModelSpec, common: dict[str, object]) -> PretrainedConfig:
     # transformers repeats the expanded keys over num_key_value_heads groups (one each
     # here) and sizes the rotary embedding by head_dim (the rope part).
+    dims = _MLA_DIMS[spec.mla_dims]
     mla = dict(
         common,
-        **_MLA_DIMS,
+        **dims,
         num_key_value_heads=spec.num_heads,
-        head_dim=_MLA_DIMS["qk_rope_head_dim"],
-        first_k_dense_replace=spec.num_layers,
+        head_dim=dims["qk_rope_head_dim"],
+        first_k_dense_replace=1 if spec.mla_moe else spec.num_layers,
         n_routed_experts=spec.num_experts,
+        n_shared_experts=1,
         num_experts_per_tok=spec.experts_per_token,
         moe_intermediate_size=spec.intermediate_size,
     )
     if spec.arch == "deepseek_v2":
-        return DeepseekV2Config(**mla, q_lora_rank=None)
+        routing = dict(
+            topk_method="group_limited_greedy",
+            n_group=_MLA_MOE_GROUPS,
+            topk_group=1,
+            routed_scaling_factor=_MLA_MOE_ROUTED_SCALING,
+        )
+        return DeepseekV2Config(**mla, **(routing if spec.mla_moe else {}), q_lora_rank=None)
     rope_theta = mla.pop("rope_theta")
     return DeepseekV3Config(
         **mla,
-        q_lora_rank=_MLA_Q_LORA_RANK,
+        q_lora_rank=_MLA_Q_LORA_RANK[spec.mla_dims],
         rope_parameters=dict(_YARN, rope_theta=rope_theta),
         num_nextn_predict_layers=1,
     )
@@ -405,7 +435,11 @@ def _add_mtp_layer(weights: Path, spec: TinyModelSpec) -> None:
 
 
 def _weight_std(spec: TinyModelSpec, name: str, param: torch.Tensor) -> float:
-    if spec.arch not in MOE_ARCHITECTURES:
+    # MLA models with MoE layers or real dimensions are scaled like the MoE models: at
+    # _WEIGHT_STD, 512-wide latents make attention logits ~50 apart, where the bfloat16
+    # of Ascend's MLA prefill op flips near-ties.
+    is_scaled_mla = spec.arch in MLA_ARCHITECTURES and (spec.mla_moe or spec.mla_dims != "tiny")
+    if spec.arch not in MOE_ARCHITECTURES and not is_scaled_mla:
         return _WEIGHT_STD
     if "embed_tokens" in name:
         return 1.0

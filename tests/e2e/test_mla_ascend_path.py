@@ -1,0 +1,65 @@
+"""Multi-head latent attention on the Ascend code path inside real vLLM: a DeepSeek-V2
+of the real MLA sizes (latent 512, rope 64, nope and values 128: the only ones Ascend's
+MLA ops take) through the ascend MLA kernels on the torch_npu stand-in generates what
+transformers does in float16.
+
+The decision-margin rule of test_ascend_path: only the prompts whose float32 greedy
+decisions are clear of float16 rounding. The prefill op computes in bfloat16 (its only
+dtype there), and chunked prefill (a small ``max_num_batched_tokens``) makes later
+chunks attend over the context read back from the latent cache, beside decodes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vllm_npu.testing import (
+    DEFAULT_PROMPTS,
+    TinyModelSpec,
+    hf_greedy_generate,
+    hf_greedy_margins,
+)
+
+from .test_ascend_path import CLEAR_MARGIN, MAX_NEW_TOKENS, _token_ids, generate_on_ascend_path
+
+REAL_MLA = TinyModelSpec(
+    arch="deepseek_v2", mla_dims="real", num_heads=8, hidden_size=128, intermediate_size=256
+)
+"""8 heads: the fewest the prefill op (TND without page attention) takes."""
+CHUNK_TOKENS = 64
+KV_CACHE_BYTES = 64 << 20
+MLA_OPS = {
+    "_npu_reshape_and_cache",
+    "npu_multi_head_latent_attention",
+    "npu_fused_infer_attention_score",
+}
+
+
+@pytest.mark.support("mla", "ascend")
+@pytest.mark.support("chunked_prefill", "ascend")
+def test_mla_real_dimensions_match_transformers_on_ascend_path(
+    tiny_model_dir, tmp_path: Path
+) -> None:
+    model = tiny_model_dir(REAL_MLA)
+    margins = hf_greedy_margins(model, DEFAULT_PROMPTS, MAX_NEW_TOKENS)
+    prompts = [p for p, m in zip(DEFAULT_PROMPTS, margins, strict=True) if m > CLEAR_MARGIN]
+    assert len(prompts) >= 6, f"too few prompts with clear greedy decisions: {margins}"
+    expected = hf_greedy_generate(model, prompts, MAX_NEW_TOKENS, dtype=torch.float16)
+    call_log = tmp_path / "calls.txt"
+
+    output = generate_on_ascend_path(
+        model,
+        prompts,
+        call_log,
+        dtype="float16",
+        kv_cache_memory_bytes=KV_CACHE_BYTES,
+        max_num_batched_tokens=CHUNK_TOKENS,
+        max_num_seqs=4,
+    )
+
+    assert "KV cache block size 128" in output
+    assert set(call_log.read_text().split()) >= MLA_OPS, "an Ascend MLA op never ran"
+    assert _token_ids(output) == expected
