@@ -194,6 +194,19 @@ def test_mla_models_are_dense_deepseek_shapes(tiny_models: dict[str, Path]) -> N
     assert f"{mtp}eh_proj.weight" in names and f"{mtp}self_attn.kv_b_proj.weight" in names
 
 
+def test_mla_variants_reach_the_config(tmp_path: Path) -> None:
+    """Real MLA sizes (what Ascend's MLA ops take) and MoE layers after a dense one."""
+    spec = TinyModelSpec(
+        arch="deepseek_v2", mla_dims="real", mla_moe=True, num_heads=8, hidden_size=128,
+        num_experts=4,
+    )  # fmt: skip
+    config = AutoConfig.from_pretrained(build_tiny_model(tmp_path / "v2", spec))
+    sizes = (config.kv_lora_rank, config.qk_rope_head_dim, config.qk_nope_head_dim)
+    assert sizes + (config.v_head_dim,) == (512, 64, 128, 128)
+    assert config.first_k_dense_replace == 1 and config.n_shared_experts == 1
+    assert (config.topk_method, config.n_group, config.topk_group) == ("group_limited_greedy", 2, 1)
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -204,6 +217,9 @@ def test_mla_models_are_dense_deepseek_shapes(tiny_models: dict[str, Path]) -> N
         {"dtype": "float"},
         {"dtype": "int8"},
         {"arch": "llama", "sliding_window": 8},
+        {"arch": "llama", "mla_dims": "real"},
+        {"arch": "deepseek_v2", "mla_dims": "huge"},
+        {"arch": "qwen2", "mla_moe": True},
     ],
 )
 def test_invalid_spec_is_rejected(kwargs: dict[str, object]) -> None:
