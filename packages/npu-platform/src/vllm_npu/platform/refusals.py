@@ -16,8 +16,22 @@ from vllm_npu.platform._features import (
     REFUSALS,
     SLEEP_MODE_REFUSAL,
 )
+from vllm_npu.platform._lora import LORA_REFUSAL
+from vllm_npu.platform._speculative import (
+    SPEC_DRAFT_MODEL_REFUSAL,
+    SPEC_EAGLE_REFUSAL,
+    SPEC_MTP_REFUSAL,
+)
 
-START_UP_REFUSALS: Mapping[str, str] = MappingProxyType(dict(REFUSALS))
+START_UP_REFUSALS: Mapping[str, str] = MappingProxyType(
+    {
+        **REFUSALS,
+        "lora": LORA_REFUSAL,
+        "spec_draft_model": SPEC_DRAFT_MODEL_REFUSAL,
+        "spec_eagle": SPEC_EAGLE_REFUSAL,
+        "spec_mtp": SPEC_MTP_REFUSAL,
+    }
+)
 """Feature key -> its one-line refusal (a template where it names the configured
 value, e.g. ``{method!r}``)."""
 
@@ -26,7 +40,11 @@ __all__ = [
     "ENCODER_ONLY_REFUSAL",
     "FP8_KV_CACHE_REFUSAL",
     "KV_CONNECTOR_REFUSAL",
+    "LORA_REFUSAL",
     "QUANTIZATION_REFUSAL",
     "SLEEP_MODE_REFUSAL",
+    "SPEC_DRAFT_MODEL_REFUSAL",
+    "SPEC_EAGLE_REFUSAL",
+    "SPEC_MTP_REFUSAL",
     "START_UP_REFUSALS",
 ]
