@@ -93,6 +93,19 @@ def test_lora_and_ngram_start_on_host(models: dict[str, Path]) -> None:
     assert start_up_error(models["llama"], dtype="float32", speculative_config=ngram) is None
 
 
+def test_lora_runs_eagerly_on_host(models: dict[str, Path]) -> None:
+    """A traced graph would keep one step's adapter mapping (compiled runs measured
+    ignoring the adapters): LoRA turns graph compilation off."""
+    from vllm.config import CompilationMode
+    from vllm.engine.arg_utils import EngineArgs
+
+    lora_model, lora_args = _cases(models)["lora"]
+    config = EngineArgs(model=str(lora_model), dtype="float32", **lora_args).create_engine_config()
+    assert config.compilation_config.mode == CompilationMode.NONE
+    plain = EngineArgs(model=str(lora_model), dtype="float32").create_engine_config()
+    assert plain.compilation_config.mode != CompilationMode.NONE
+
+
 @pytest.mark.parametrize(
     "case",
     [
