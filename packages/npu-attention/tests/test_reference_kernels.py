@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from vllm_npu.attention import kernels
-from vllm_npu.attention.kernels import _reference
+from vllm_npu.attention.kernels import HostLengths, _reference
 from vllm_npu.attention.kernels._reference import paged_attention, write_kv_cache
 from vllm_npu.platform.kernel_sets import KernelSets
 
@@ -220,9 +220,10 @@ def test_matches_naive_attention(scenario: str, dtype: torch.dtype) -> None:
     check(make_batch(SCENARIOS[scenario], dtype=dtype))
 
 
+@pytest.mark.parametrize("scenario", ["decode", "mixed"])
 @pytest.mark.parametrize(("heads", "kv_heads"), [(4, 4), (8, 2), (8, 1)])
-def test_grouped_and_multi_query_heads(heads: int, kv_heads: int) -> None:
-    check(make_batch(SCENARIOS["mixed"], heads=heads, kv_heads=kv_heads))
+def test_grouped_and_multi_query_heads(heads: int, kv_heads: int, scenario: str) -> None:
+    check(make_batch(SCENARIOS[scenario], heads=heads, kv_heads=kv_heads))
 
 
 @pytest.mark.parametrize("window", [1, 7])
@@ -231,9 +232,10 @@ def test_sliding_window(scenario: str, window: int) -> None:
     check(make_batch(SCENARIOS[scenario]), sliding_window=window)
 
 
+@pytest.mark.parametrize("scenario", ["decode", "mixed"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_logits_soft_cap(dtype: torch.dtype) -> None:
-    batch = make_batch(SCENARIOS["mixed"], dtype=dtype)
+def test_logits_soft_cap(dtype: torch.dtype, scenario: str) -> None:
+    batch = make_batch(SCENARIOS[scenario], dtype=dtype)
     capped = check(batch, scale=1.0, logits_soft_cap=1.5)
     uncapped = naive_attention(batch, scale=1.0)
     assert not torch.allclose(capped, uncapped, atol=0.1), "the cap should matter"
@@ -273,24 +275,44 @@ def test_index_dtypes_and_maxima(index_dtype: torch.dtype, pass_maxima: bool) ->
     )
 
 
+@pytest.mark.parametrize("scenario", ["decode", "mixed"])
 def test_requests_split_into_chunks_over_budget(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, scenario: str
 ) -> None:
     monkeypatch.setattr(_reference, "CHUNK_BUDGET_BYTES", 1)
-    check(make_batch(SCENARIOS["mixed"]), sliding_window=7)
+    check(make_batch(SCENARIOS[scenario]), sliding_window=7)
 
 
 def test_decode_batch_is_one_batched_step(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    attend = _reference._attend
+    decode = _reference._decode
 
-    def counting_attend(*args, **kwargs) -> Tensor:
-        calls.append(len(args[2]))  # the chunk's query_start_loc: one per request
-        return attend(*args, **kwargs)
+    def counting_decode(*args, **kwargs) -> None:
+        calls.append(len(args[4]))  # the chunk's seq_lens: one per request
+        decode(*args, **kwargs)
 
-    monkeypatch.setattr(_reference, "_attend", counting_attend)
+    monkeypatch.setattr(_reference, "_decode", counting_decode)
     check(make_batch([Req(n % 40 + 1, 1) for n in range(64)]))
     assert calls == [64]
+
+
+def test_decode_plan_is_shared_by_the_layers_of_a_step() -> None:
+    """Layers given the step's HostLengths reuse its plan; another step's is not used."""
+    reqs = [Req(n % 40 + 1, 1) for n in range(8)]
+    for step in range(2):
+        batch = make_batch([Req(r.seq_len + step * 9, 1) for r in reqs])
+        lengths = HostLengths.from_host(batch.query_start_loc, batch.seq_lens)
+        for layer_scale in (0.25, 0.5):
+            check(batch, scale=layer_scale, host_lengths=lengths)
+            check(batch, scale=layer_scale, host_lengths=lengths, sliding_window=5)
+    assert any(entry[0] is lengths for entry in _reference._PLANS.values())
+
+
+def test_mixed_batch_takes_the_padded_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    monkeypatch.setattr(_reference, "_decode", lambda *args, **kwargs: calls.append(1))
+    check(make_batch(SCENARIOS["mixed"]))
+    assert calls == []
 
 
 def test_empty_batch_leaves_output() -> None:

@@ -147,6 +147,8 @@ def test_config_checks_turn_off_what_the_host_cannot_do(caplog) -> None:
     assert config.compilation_config.cudagraph_mode == CUDAGraphMode.NONE
     assert not config.compilation_config.cudagraph_capture_sizes
     assert config.compilation_config.mode == CompilationMode.DYNAMO_TRACE_ONCE
+    inductor = config.compilation_config.inductor_compile_config
+    assert inductor["size_asserts"] is False and inductor["nan_asserts"] is False
     assert config.scheduler_config.async_scheduling is False
     assert config.parallel_config.disable_custom_all_reduce is True
     pass_config = config.compilation_config.pass_config

@@ -66,6 +66,10 @@ def adapt_to_backend(vllm_config: VllmConfig, backend: DeviceBackend) -> None:
         # of ours captures; tracing once into inductor is the fastest mode seen.
         compilation.mode = CompilationMode.DYNAMO_TRACE_ONCE
         compilation.backend = "inductor"
+        # Else inductor's wrapper checks sizes and NaNs on every call (vLLM's CPU
+        # platform turns them off too).
+        for check in ("size_asserts", "nan_asserts"):
+            compilation.inductor_compile_config.setdefault(check, False)
         _announce(
             "vllm-npu: compilation mode VLLM_COMPILE replaced by DYNAMO_TRACE_ONCE "
             f"with inductor on the {backend.name} backend."

@@ -8,6 +8,10 @@ Slot ``s`` is block ``s // block_size``, offset ``s % block_size``; slot -1 is p
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -67,11 +71,12 @@ def paged_attention(
 
     Writes ``[num_tokens, num_heads, head_size_v]`` into ``output`` (rows past
     ``query_start_loc[-1]`` are left as they are) and returns it. Computes in
-    float32. Requests are padded to ``max_query_len`` queries and ``max_seq_len``
-    keys and computed together; above ``CHUNK_BUDGET_BYTES`` in chunks of requests.
-    Passing both maxima avoids reading them back from the index tensors.
-    ``host_lengths`` (the same lengths on the host, for device kernels that plan on
-    the host) is not needed here: these ops run where the tensors are.
+    float32. A batch of one query per request attends over the cache blocks as they
+    lie (``_decode``); any other is padded to ``max_query_len`` queries and
+    ``max_seq_len`` keys and computed together; above ``CHUNK_BUDGET_BYTES`` in
+    chunks of requests. Passing both maxima avoids reading them back from the index
+    tensors. ``host_lengths`` (the same lengths on the host, built once per step)
+    identifies the step: the layers of one step share the decode batch's index work.
     """
     if sliding_window is not None and sliding_window < 1:
         raise ValueError(f"sliding_window must be None or >= 1, got {sliding_window}")
@@ -95,6 +100,23 @@ def paged_attention(
         4 * max_seq_len * (2 * num_heads * max_query_len + num_kv_heads * kv_cache.shape[3])
     )
     reqs_per_chunk = max(1, CHUNK_BUDGET_BYTES // bytes_per_request)
+    if max_query_len == 1 and _num_query_tokens(query_start_loc, host_lengths) == num_reqs:
+        for first in range(0, num_reqs, reqs_per_chunk):
+            chunk = slice(first, min(first + reqs_per_chunk, num_reqs))
+            _decode(
+                query,
+                kv_cache,
+                block_table[chunk],
+                query_start_loc[chunk],
+                seq_lens[chunk],
+                max_seq_len=max_seq_len,
+                scale=scale,
+                sliding_window=sliding_window,
+                logits_soft_cap=logits_soft_cap,
+                output=output,
+                step=(host_lengths, first),
+            )
+        return output
     for first in range(0, num_reqs, reqs_per_chunk):
         chunk = slice(first, min(first + reqs_per_chunk, num_reqs))
         context = _gather_context(kv_cache, block_table[chunk], seq_lens[chunk], max_seq_len)
@@ -111,6 +133,156 @@ def paged_attention(
         )
         _scatter_rows(chunk_output, query_start_loc[first : chunk.stop + 1], output)
     return output
+
+
+def _num_query_tokens(query_start_loc: Tensor, host_lengths: HostLengths | None) -> int:
+    if host_lengths is not None:
+        return host_lengths.query_start_loc[-1] - host_lengths.query_start_loc[0]
+    return int(query_start_loc[-1] - query_start_loc[0])
+
+
+@dataclass(frozen=True)
+class _DecodePlan:
+    """The index work of a decode batch that depends only on its lengths and block
+    table, the same for every layer of a step."""
+
+    blocks: Tensor
+    """Flat block ids to gather, ``[num_reqs * num_blocks]`` (block 0 for padding)."""
+    padding: tuple[Tensor, Tensor]
+    """(request, block column) of each padding block."""
+    tail: tuple[Tensor, Tensor, Tensor]
+    """(request, block column, offset) of each position past the end of a used block."""
+    hidden: Tensor
+    """``[num_reqs, num_blocks * block_size]``: the keys each request's query must not
+    see (past its end, or out of the sliding window)."""
+    rows: Tensor
+
+
+_PLANS: OrderedDict[tuple[Any, ...], tuple[HostLengths, _DecodePlan]] = OrderedDict()
+"""Plans of the latest steps, keyed by the step's ``HostLengths`` (built once per step
+by the metadata builder and shared by its layers), which each entry keeps alive."""
+_MAX_PLANS = 16
+
+
+def _decode_plan(
+    block_table: Tensor,
+    query_rows: Tensor,
+    seq_lens: Tensor,
+    *,
+    block_size: int,
+    max_seq_len: int,
+    sliding_window: int | None,
+    step: tuple[HostLengths | None, int],
+) -> _DecodePlan:
+    host_lengths, first = step
+    key = (
+        id(host_lengths),
+        first,
+        block_table.data_ptr(),
+        tuple(block_table.shape),
+        seq_lens.data_ptr(),
+        block_size,
+        max_seq_len,
+        sliding_window,
+    )
+    if host_lengths is not None:
+        cached = _PLANS.get(key)
+        if cached is not None and cached[0] is host_lengths:
+            _PLANS.move_to_end(key)
+            return cached[1]
+    num_blocks = -(-max_seq_len // block_size)
+    blocks = block_table[:, :num_blocks]
+    num_used_blocks = (seq_lens + block_size - 1) // block_size
+    block_cols = torch.arange(num_blocks, device=blocks.device)
+    blocks = torch.where(block_cols < num_used_blocks[:, None], blocks, 0)
+    padding = (block_cols >= num_used_blocks[:, None]).nonzero()
+    offsets = torch.arange(block_size, device=blocks.device)
+    tail = offsets >= seq_lens[:, None] - (num_used_blocks[:, None] - 1) * block_size
+    tail = (tail & (seq_lens > 0)[:, None]).nonzero()
+    positions = torch.arange(num_blocks * block_size, device=blocks.device)
+    last = (seq_lens - 1)[:, None]
+    visible = positions <= last
+    if sliding_window is not None:
+        visible &= positions > last - sliding_window
+    plan = _DecodePlan(
+        blocks=blocks.flatten(),
+        padding=(padding[:, 0], padding[:, 1]),
+        tail=(tail[:, 0], num_used_blocks[tail[:, 0]] - 1, tail[:, 1]),
+        hidden=~visible,
+        rows=query_rows.to(torch.long),
+    )
+    if host_lengths is not None:
+        _PLANS[key] = (host_lengths, plan)
+        while len(_PLANS) > _MAX_PLANS:
+            _PLANS.popitem(last=False)
+    return plan
+
+
+def _decode(
+    query: Tensor,
+    kv_cache: Tensor,
+    block_table: Tensor,
+    query_rows: Tensor,
+    seq_lens: Tensor,
+    *,
+    max_seq_len: int,
+    scale: float,
+    sliding_window: int | None,
+    logits_soft_cap: float | None,
+    output: Tensor,
+    step: tuple[HostLengths | None, int] = (None, 0),
+) -> None:
+    """One query token per request (row ``query_rows[i]`` of request ``i``), attended
+    over its whole context; writes those rows of ``output``.
+
+    Reads the context blocks as they lie in the cache (one gather, no re-layout): the
+    scores of each block come from a matmul batched over (request, block, KV head),
+    the softmax spans all blocks of a request, and the per-block weighted values are
+    summed. Same math as ``_attend`` with one query, in float32.
+    """
+    num_reqs = seq_lens.shape[0]
+    num_kv_heads, block_size, dim = kv_cache.shape[1:]
+    num_heads, head_size_k = query.shape[1], query.shape[2]
+    group = num_heads // num_kv_heads
+    num_blocks = -(-max_seq_len // block_size)
+    plan = _decode_plan(
+        block_table,
+        query_rows,
+        seq_lens,
+        block_size=block_size,
+        max_seq_len=max_seq_len,
+        sliding_window=sliding_window,
+        step=step,
+    )
+    context = (
+        kv_cache.index_select(0, plan.blocks)
+        .view(num_reqs, num_blocks, num_kv_heads, block_size, dim)
+        .float()
+    )
+    keys, values = context[..., :head_size_k], context[..., head_size_k:]
+    # Values past seq_len may be NaN (unwritten memory, or block 0 read for padding):
+    # their scores are masked below, but 0 * NaN would reach the output. Zeroed are
+    # whole padding blocks, then the tail of each request's last block.
+    if plan.padding[0].shape[0]:
+        values[plan.padding] = 0.0
+    if plan.tail[0].shape[0]:
+        tail_reqs, tail_blocks, tail_offsets = plan.tail
+        values[tail_reqs, tail_blocks, :, tail_offsets] = 0.0
+
+    queries = query.index_select(0, plan.rows).float()
+    queries = queries.view(num_reqs, 1, num_kv_heads, group, -1)
+    # [reqs, blocks, kv_heads, group, block_size]
+    scores = torch.matmul(queries, keys.transpose(-1, -2)).mul_(scale)
+    if logits_soft_cap:
+        scores = torch.tanh(scores / logits_soft_cap).mul_(logits_soft_cap)
+    scores = scores.permute(0, 2, 3, 1, 4).reshape(num_reqs, num_kv_heads, group, -1)
+    scores.masked_fill_(plan.hidden[:, None, None], float("-inf"))
+    probs = torch.softmax(scores, dim=-1).view(
+        num_reqs, num_kv_heads, group, num_blocks, block_size
+    )
+    weighted = torch.matmul(probs.permute(0, 3, 1, 2, 4), values)  # [reqs, blocks, kv, g, d]
+    attended = weighted.sum(dim=1).view(num_reqs, num_heads, -1)
+    output.index_copy_(0, plan.rows, attended.to(output.dtype))
 
 
 def _gather_context(
