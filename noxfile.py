@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import nox
@@ -170,6 +171,10 @@ def _e2e_session(release: str) -> None:
     )
     def e2e(session: nox.Session) -> None:
         install_release(session, release)
+        # nox points TMPDIR into the session's virtualenv, where Ray refuses to
+        # start its workers ("temp_dir must not be child directory of virtualenv
+        # root"): give Ray a folder in the system's temporary directory.
+        session.env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="vllm-npu-ray-")
         session.run("python", "-m", "pytest", *(session.posargs or ["tests/e2e"]))
 
     e2e.__doc__ = f"End-to-end tests (tests/e2e) against vLLM {release}."
