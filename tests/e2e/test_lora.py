@@ -15,6 +15,18 @@ MAX_NEW_TOKENS = 16
 NUM_ADAPTERS = 3
 
 
+def _lora_ops_leave_rows_without_an_adapter_alone() -> bool:
+    """Whether vLLM's PyTorch LoRA ops skip tokens without an adapter (index -1).
+    Up to 0.32 they index the adapter stack with -1: such tokens get the last slot's
+    adapter, so requests without an adapter batched with adapted ones go wrong."""
+    import torch
+    from vllm.lora.ops.torch_ops import bgmv_expand
+
+    output = torch.zeros(1, 2)
+    bgmv_expand(torch.ones(1, 1), torch.ones(1, 2, 1), output, torch.tensor([-1]))
+    return bool((output == 0).all())
+
+
 @pytest.mark.support("lora", "host")
 def test_several_adapters_and_the_base_model_in_one_batch(tiny_model_dir, tmp_path) -> None:
     from vllm import SamplingParams
@@ -56,6 +68,15 @@ def test_several_adapters_and_the_base_model_in_one_batch(tiny_model_dir, tmp_pa
         )
 
     generated = [list(output.outputs[0].token_ids) for output in outputs]
+    if not _lora_ops_leave_rows_without_an_adapter_alone():
+        adapted = [index for index, (_, choice) in enumerate(batch) if choice is not None]
+        assert [generated[i] for i in adapted] == [
+            expected[batch[i][1]][prompts.index(batch[i][0])] for i in adapted
+        ]
+        pytest.xfail(
+            "this vLLM's PyTorch LoRA ops give tokens without an adapter the last "
+            "slot's adapter (fixed in vLLM 0.33): the base-model requests differ"
+        )
     assert generated == [
         expected[choice][prompts.index(prompt)] for prompt, choice in batch
     ]
