@@ -6,10 +6,7 @@ own, as vLLM resolves its platform once per process)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +14,7 @@ import pytest
 
 from vllm_npu.platform import refusals
 from vllm_npu.testing import TinyModelSpec
-from vllm_npu.testing.start_up import start_up_error
+from vllm_npu.testing.start_up import start_up_error, start_up_errors_in_backend
 
 KV_CONNECTOR = {"kv_connector": "ExampleConnector", "kv_role": "kv_both"}
 
@@ -78,21 +75,9 @@ CASES: dict[str, tuple[str, str, dict[str, Any]]] = {
 @pytest.fixture(scope="module")
 def ascend_errors(models: dict[str, Path]) -> dict[str, str | None]:
     """Every case's start-up error on the Ascend path, from one stand-in process."""
-    cases = [
-        [str(models[model]), {"dtype": "float16", **args}] for _, model, args in CASES.values()
-    ]
-    result = subprocess.run(
-        [sys.executable, "-m", "vllm_npu.testing.start_up"],
-        input=json.dumps(cases),
-        capture_output=True,
-        text=True,
-        env={**os.environ, "VLLM_NPU_DEVICE": "ascend-standin"},
-        timeout=600,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
-    line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
-    return dict(zip(CASES, json.loads(line.removeprefix("RESULT ")), strict=True))
+    cases = [(models[model], {"dtype": "float16", **args}) for _, model, args in CASES.values()]
+    errors = start_up_errors_in_backend("ascend-standin", cases)
+    return dict(zip(CASES, errors, strict=True))
 
 
 def _case(case: str) -> Any:

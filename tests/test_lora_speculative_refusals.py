@@ -5,10 +5,6 @@ speculation on both backends. LoRA and ngram speculation start on host."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +12,7 @@ import pytest
 
 from vllm_npu.platform import _lora, _speculative
 from vllm_npu.testing import TinyModelSpec
-from vllm_npu.testing.start_up import start_up_error
+from vllm_npu.testing.start_up import start_up_error, start_up_errors_in_backend
 
 
 @pytest.fixture(scope="module")
@@ -65,19 +61,9 @@ FEATURES = {
 def ascend_errors(models: dict[str, Path]) -> dict[str, str | None]:
     """Every case's start-up error on the Ascend path, from one stand-in process."""
     cases = _cases(models)
-    payload = [[str(model), {"dtype": "float16", **args}] for model, args in cases.values()]
-    result = subprocess.run(
-        [sys.executable, "-m", "vllm_npu.testing.start_up"],
-        input=json.dumps(payload),
-        capture_output=True,
-        text=True,
-        env={**os.environ, "VLLM_NPU_DEVICE": "ascend-standin"},
-        timeout=600,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
-    line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
-    return dict(zip(cases, json.loads(line.removeprefix("RESULT ")), strict=True))
+    payload = [(model, {"dtype": "float16", **args}) for model, args in cases.values()]
+    errors = start_up_errors_in_backend("ascend-standin", payload)
+    return dict(zip(cases, errors, strict=True))
 
 
 @pytest.mark.support("lora", "ascend", refused=True)

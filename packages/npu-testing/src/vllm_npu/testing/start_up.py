@@ -4,6 +4,8 @@ raises: for tests of one-line start-up refusals (no engine process starts)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,26 @@ def start_up_error(model: str | Path, **engine_args: Any) -> str | None:
             return str(errors()[0]["ctx"]["error"])
         return str(error)
     return None
+
+
+def start_up_errors_in_backend(
+    device: str, cases: list[tuple[str | Path, dict[str, Any]]]
+) -> list[str | None]:
+    """``start_up_error`` for each ``(model, engine_args)`` case, in one fresh process
+    whose platform runs the device backend ``device`` (``VLLM_NPU_DEVICE``)."""
+    payload = [[str(model), args] for model, args in cases]
+    result = subprocess.run(
+        [sys.executable, "-m", __name__],
+        input=json.dumps(payload),
+        capture_output=True,
+        text=True,
+        env={**os.environ, "VLLM_NPU_DEVICE": device},
+        timeout=600,
+    )
+    if result.returncode != 0:
+        raise RuntimeError((result.stdout + result.stderr)[-4000:])
+    line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
+    return json.loads(line.removeprefix("RESULT "))
 
 
 def main() -> None:
