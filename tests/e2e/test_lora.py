@@ -4,6 +4,8 @@ weights."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from vllm_npu.testing import DEFAULT_PROMPTS, TinyModelSpec, hf_greedy_generate
@@ -15,20 +17,30 @@ MAX_NEW_TOKENS = 16
 NUM_ADAPTERS = 3
 
 
-def _lora_ops_leave_rows_without_an_adapter_alone() -> bool:
-    """Whether vLLM's PyTorch LoRA ops skip tokens without an adapter (index -1).
-    Up to 0.32 they index the adapter stack with -1: such tokens get the last slot's
-    adapter, so requests without an adapter batched with adapted ones go wrong."""
+def _punica_cpu_ops(worker: Any) -> dict[str, Any]:
+    """Runs inside the worker process (collective_rpc): whether the bgmv_expand that
+    PunicaWrapperCPU calls, and vLLM's own one under it, give a token without an
+    adapter (index -1) an adapter (vLLM's do up to 0.32), and which patch replaced it."""
     import torch
-    from vllm.lora.ops.torch_ops import bgmv_expand
+    from vllm.lora.punica_wrapper import punica_cpu
 
-    output = torch.zeros(1, 2)
-    bgmv_expand(torch.ones(1, 1), torch.ones(1, 2, 1), output, torch.tensor([-1]))
-    return bool((output == 0).all())
+    def adds_an_adapter(expand: Any) -> bool:
+        output = torch.zeros(1, 2)
+        expand(torch.ones(1, 1), torch.ones(1, 2, 1), output, torch.tensor([-1]))
+        return bool((output != 0).any())
+
+    called = punica_cpu.bgmv_expand
+    return {
+        "called_adds": adds_an_adapter(called),
+        "vllm_adds": adds_an_adapter(getattr(called, "__wrapped__", called)),
+        "patch": getattr(called, "__vllm_npu_patch__", None),
+    }
 
 
 @pytest.mark.support("lora", "host")
-def test_several_adapters_and_the_base_model_in_one_batch(tiny_model_dir, tmp_path) -> None:
+def test_several_adapters_and_the_base_model_in_one_batch(
+    tiny_model_dir, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from vllm import SamplingParams
     from vllm.lora.request import LoRARequest
 
@@ -60,6 +72,7 @@ def test_several_adapters_and_the_base_model_in_one_batch(tiny_model_dir, tmp_pa
         else LoRARequest(f"adapter-{choice}", choice + 1, str(adapters[choice]))
         for _, choice in batch
     ]
+    monkeypatch.setenv("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # to send _punica_cpu_ops
     params = SamplingParams(temperature=0.0, max_tokens=MAX_NEW_TOKENS, ignore_eos=True)
     # Fewer adapter slots than adapters: the batch also swaps adapters in and out.
     with vllm_engine(str(base), enable_lora=True, max_loras=2, max_lora_rank=8) as llm:
@@ -67,16 +80,12 @@ def test_several_adapters_and_the_base_model_in_one_batch(tiny_model_dir, tmp_pa
             [prompt for prompt, _ in batch], params, lora_request=requests, use_tqdm=False
         )
 
+        (ops,) = llm.collective_rpc(_punica_cpu_ops)
+
+    assert not ops["called_adds"], "the LoRA ops give tokens without an adapter an adapter"
+    # Our patch replaces vLLM's ops exactly where they have the bug.
+    assert ops["patch"] == ("host-lora-punica-cpu-bgmv-expand" if ops["vllm_adds"] else None)
     generated = [list(output.outputs[0].token_ids) for output in outputs]
-    if not _lora_ops_leave_rows_without_an_adapter_alone():
-        adapted = [index for index, (_, choice) in enumerate(batch) if choice is not None]
-        assert [generated[i] for i in adapted] == [
-            expected[batch[i][1]][prompts.index(batch[i][0])] for i in adapted
-        ]
-        pytest.xfail(
-            "this vLLM's PyTorch LoRA ops give tokens without an adapter the last "
-            "slot's adapter (fixed in vLLM 0.33): the base-model requests differ"
-        )
     assert generated == [
         expected[choice][prompts.index(prompt)] for prompt, choice in batch
     ]

@@ -7,8 +7,10 @@ import sys
 from typing import Any
 
 import pytest
+from packaging.specifiers import SpecifierSet
 
 from vllm_npu.patches import DECLARED_PATCHES, PatchStatus, manager
+from vllm_npu.platform.versions import vllm_version
 from vllm_npu.testing import TinyModelSpec
 
 from .conftest import greedy_token_ids, vllm_engine
@@ -30,11 +32,17 @@ def _report(worker: Any) -> dict[str, Any]:
 
 def _expected(processes: set[str], imported: set[str]) -> dict[str, str]:
     """Applied where the patch is for one of ``processes`` and its target module is
-    imported; pending (applied lazily on import) where it is not imported yet."""
+    imported; pending (applied lazily on import) where it is not imported yet; skipped
+    where the installed vLLM is out of its range or its condition does not hold."""
+    release = vllm_version().release
 
     def status(patch: Any) -> str:
         if not processes & set(patch.processes):
             return PatchStatus.NOT_APPLIED.value
+        if release not in SpecifierSet(patch.vllm_versions):
+            return PatchStatus.SKIPPED_OUT_OF_RANGE.value
+        if patch.condition is not None and not patch.condition():
+            return PatchStatus.NOT_NEEDED.value
         if patch.module in imported:
             return PatchStatus.APPLIED.value
         return PatchStatus.PENDING.value

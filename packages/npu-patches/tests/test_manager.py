@@ -189,3 +189,29 @@ def test_lazy_patch_applies_when_module_is_imported(target_module) -> None:
 def test_duplicate_ids_are_rejected(target_module) -> None:
     with pytest.raises(ValueError, match="duplicate"):
         PatchManager([make_patch(), make_patch()])
+
+
+def test_a_name_imported_from_a_patched_module_is_restored_to_the_original(
+    target_module,
+) -> None:
+    import patch_target_mod
+
+    fingerprint = fingerprint_of(patch_target_mod.greet)
+    del sys.modules["patch_target_mod"]
+    (target_module / "patch_target_user.py").write_text("from patch_target_mod import greet\n")
+    sys.modules.pop("patch_target_user", None)
+    user_patch = make_patch("shout-user", fingerprint=fingerprint)
+    user_patch = Patch(**{**vars(user_patch), "target": "patch_target_user:greet"})
+    manager = PatchManager([make_patch(fingerprint=fingerprint), user_patch])
+    manager.apply("platform")
+    # The user module copies the already patched greet: its own patch still fits.
+    import patch_target_user
+
+    try:
+        assert manager.outcome("shout-user").status is PatchStatus.APPLIED
+        assert patch_target_user.greet("npu") == "HELLO NPU"
+        manager.revert()
+        assert patch_target_user.greet("npu") == "hello npu"
+        assert sys.modules["patch_target_mod"].greet("npu") == "hello npu"
+    finally:
+        sys.modules.pop("patch_target_user", None)

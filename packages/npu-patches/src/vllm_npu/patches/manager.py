@@ -132,6 +132,7 @@ class PatchManager:
             owner, attribute, original = _target.resolve(patch.module, patch.qualname)
         except _target.TargetMissing as error:
             return self._refuse(patch, str(error))
+        original = self._unpatched(original)
         found = fingerprint_of(original)
         if found != patch.fingerprint and found not in patch.known_fingerprints:
             return self._refuse(
@@ -155,6 +156,14 @@ class PatchManager:
         self._originals[patch.id] = (owner, attribute, original)
         logger.debug("vllm-npu: patch %s applied to %s", patch.id, patch.target)
         return self._record(patch, Outcome(PatchStatus.APPLIED))
+
+    def _unpatched(self, found: Any) -> Any:
+        """What ``found`` replaced when it is another patch's replacement that an import
+        copied to this target (``from module import name`` after that patch applied)."""
+        patch_id = getattr(found, PATCH_MARKER, None)
+        if patch_id in self._originals:
+            return self._originals[patch_id][2]
+        return found
 
     def _refuse(self, patch: Patch, what_changed: str) -> Outcome:
         outcome = self._record(patch, Outcome(PatchStatus.DRIFTED, what_changed))
