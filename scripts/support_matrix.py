@@ -70,7 +70,7 @@ _FIELD = re.compile(r"\{(\w+)(![rsa])?(:[^}]*)?\}")
 
 def refusal_line(template: str) -> str:
     """A refusal template as the matrix shows it (configured values as ``<name>``)."""
-    return _FIELD.sub(r"<\1>", template)
+    return _FIELD.sub(r"<\1>", template).replace("{{", "{").replace("}}", "}")
 
 
 def _escape(text: str) -> str:

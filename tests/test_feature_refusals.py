@@ -32,7 +32,7 @@ def _with_tokenizer(folder: Path, config: Any, llama: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def models(tiny_model_dir, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from transformers import BertConfig, WhisperConfig
+    from transformers import BertConfig, Gemma2Config, MistralConfig, WhisperConfig
 
     llama = tiny_model_dir(TinyModelSpec(arch="llama"))
     root = tmp_path_factory.mktemp("refused-models")
@@ -51,7 +51,17 @@ def models(tiny_model_dir, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128,
         decoder_ffn_dim=128, architectures=["WhisperForConditionalGeneration"],
     )
+    attention = dict(
+        small, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+    )
+    mistral = MistralConfig(**attention, sliding_window=8, architectures=["MistralForCausalLM"])
+    gemma2 = Gemma2Config(
+        **attention, head_dim=16, sliding_window=None, layer_types=["full_attention"] * 2,
+        attn_logit_softcapping=50.0, architectures=["Gemma2ForCausalLM"],
+    )
     return {
+        "mistral-sliding-window": _with_tokenizer(root / "mistral", mistral, llama),
+        "gemma2-soft-cap": _with_tokenizer(root / "gemma2", gemma2, llama),
         "llama": llama,
         "fp8-checkpoint": quantized,
         "bert": _with_tokenizer(root / "bert", bert, llama),
@@ -71,13 +81,22 @@ CASES: dict[str, tuple[str, str, dict[str, Any]]] = {
 }
 """Case id -> (feature key, model, engine arguments)."""
 
+ASCEND_ONLY_CASES: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "sliding-window": ("sliding_window", "mistral-sliding-window", {"window": 8}),
+    "soft-cap": ("soft_cap", "gemma2-soft-cap", {"cap": 50.0}),
+}
+"""Attention features the reference kernels run and the Ascend ones refuse: case id ->
+(feature key, model, the values its refusal names)."""
+
 
 @pytest.fixture(scope="module")
 def ascend_errors(models: dict[str, Path]) -> dict[str, str | None]:
     """Every case's start-up error on the Ascend path, from one stand-in process."""
     cases = [(models[model], {"dtype": "float16", **args}) for _, model, args in CASES.values()]
+    # bfloat16: vLLM refuses Gemma-2 in float16.
+    cases += [(models[model], {"dtype": "bfloat16"}) for _, model, _ in ASCEND_ONLY_CASES.values()]
     errors = start_up_errors_in_backend("ascend-standin", cases)
-    return dict(zip(CASES, errors, strict=True))
+    return dict(zip([*CASES, *ASCEND_ONLY_CASES], errors, strict=True))
 
 
 def _case(case: str) -> Any:
@@ -102,3 +121,20 @@ def test_the_same_models_start_without_the_refused_features(models: dict[str, Pa
     """The refusals come from the features, not from the models."""
     assert start_up_error(models["llama"], dtype="float32") is None
     assert start_up_error(models["llama"], dtype="float32", runner="pooling") is None
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(case, id=case, marks=pytest.mark.support(feature, "ascend", refused=True))
+        for case, (feature, _, _) in ASCEND_ONLY_CASES.items()
+    ],
+)
+def test_attention_features_the_ascend_kernels_lack_are_refused_at_start_up(
+    case: str, models: dict[str, Path], ascend_errors: dict[str, str | None]
+) -> None:
+    """Refused before any layer is built on the Ascend path; accepted on host, whose
+    reference kernels run them (tests/e2e/test_greedy_parity.py, test_soft_cap.py)."""
+    feature, model, values = ASCEND_ONLY_CASES[case]
+    assert ascend_errors[case] == refusals.START_UP_REFUSALS[feature].format(**values)
+    assert start_up_error(models[model], dtype="float32") is None

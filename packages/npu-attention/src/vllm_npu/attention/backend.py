@@ -97,8 +97,8 @@ class NPUAttentionBackend(KVCacheShape, AttentionBackend):
         model, parallel = vllm_config.model_config, vllm_config.parallel_config
         return list(
             kernels_for_current_device().unsupported(
-                sliding_window=None,
-                logits_soft_cap=None,
+                sliding_window=model.get_sliding_window(),
+                logits_soft_cap=getattr(model.hf_text_config, "attn_logit_softcapping", None),
                 head_size=model.get_head_size(),
                 num_heads=model.get_num_attention_heads(parallel),
                 num_kv_heads=model.get_num_kv_heads(parallel),

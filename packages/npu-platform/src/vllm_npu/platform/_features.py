@@ -37,6 +37,15 @@ FP8_KV_CACHE_REFUSAL = (
     "attention backend; leave kv_cache_dtype at 'auto', or select a backend that stores "
     "one with VLLM_NPU_ATTENTION_BACKEND (VLLM_NPU_MLA_ATTENTION_BACKEND for MLA models)."
 )
+_DEFAULT_BACKEND_REFUSAL = (
+    "vllm-npu: attention backend 'npu' cannot run this model ({problem}); select another "
+    "with VLLM_NPU_ATTENTION_BACKEND or additional_config {{{{'attention_backend': ...}}}}."
+)
+SLIDING_WINDOW_REFUSAL = _DEFAULT_BACKEND_REFUSAL.format(problem="sliding window ({window})")
+"""What the default attention backend says on a kernel set without sliding-window
+attention (the Ascend one), naming the model's window."""
+SOFT_CAP_REFUSAL = _DEFAULT_BACKEND_REFUSAL.format(problem="logits soft-cap ({cap})")
+"""The same for an attention logit soft-cap, naming the model's cap."""
 
 REFUSALS: dict[str, str] = {
     "sleep_mode": SLEEP_MODE_REFUSAL,
@@ -45,6 +54,8 @@ REFUSALS: dict[str, str] = {
     "encoder_only": ENCODER_ONLY_REFUSAL,
     "kv_connector": KV_CONNECTOR_REFUSAL,
     "fp8_kv_cache": FP8_KV_CACHE_REFUSAL,
+    "sliding_window": SLIDING_WINDOW_REFUSAL,
+    "soft_cap": SOFT_CAP_REFUSAL,
 }
 """Support-matrix feature key -> its start-up refusal."""
 

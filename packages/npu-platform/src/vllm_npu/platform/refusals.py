@@ -15,6 +15,8 @@ from vllm_npu.platform._features import (
     QUANTIZATION_REFUSAL,
     REFUSALS,
     SLEEP_MODE_REFUSAL,
+    SLIDING_WINDOW_REFUSAL,
+    SOFT_CAP_REFUSAL,
 )
 from vllm_npu.platform._lora import LORA_REFUSAL
 from vllm_npu.platform._speculative import (
@@ -43,6 +45,8 @@ __all__ = [
     "LORA_REFUSAL",
     "QUANTIZATION_REFUSAL",
     "SLEEP_MODE_REFUSAL",
+    "SLIDING_WINDOW_REFUSAL",
+    "SOFT_CAP_REFUSAL",
     "SPEC_DRAFT_MODEL_REFUSAL",
     "SPEC_EAGLE_REFUSAL",
     "SPEC_MTP_REFUSAL",
