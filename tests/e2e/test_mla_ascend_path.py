@@ -1,7 +1,7 @@
 """Multi-head latent attention on the Ascend code path inside real vLLM: a DeepSeek-V2
-of the real MLA sizes (latent 512, rope 64, nope and values 128: the only ones Ascend's
-MLA ops take) through the ascend MLA kernels on the torch_npu stand-in generates what
-transformers does in float16.
+and a DeepSeek-V3 (query LoRA, yarn rope scaling) of the real MLA sizes (latent 512,
+rope 64, nope and values 128: the only ones Ascend's MLA ops take) through the ascend
+MLA kernels on the torch_npu stand-in generate what transformers does in float16.
 
 The decision-margin rule of test_ascend_path: only the prompts whose float32 greedy
 decisions are clear of float16 rounding. The prefill op computes in bfloat16 (its only
@@ -25,10 +25,14 @@ from vllm_npu.testing import (
 
 from .test_ascend_path import CLEAR_MARGIN, MAX_NEW_TOKENS, _token_ids, generate_on_ascend_path
 
-REAL_MLA = TinyModelSpec(
-    arch="deepseek_v2", mla_dims="real", num_heads=8, hidden_size=128, intermediate_size=256
-)
-"""8 heads: the fewest the prefill op (TND without page attention) takes."""
+REAL_MLA = {
+    arch: TinyModelSpec(
+        arch=arch, mla_dims="real", num_heads=8, hidden_size=128, intermediate_size=256
+    )
+    for arch in ("deepseek_v2", "deepseek_v3")
+}
+"""8 heads: the fewest the prefill op (TND without page attention) takes. DeepSeek-V3's
+shape adds a query LoRA rank and yarn rope scaling."""
 CHUNK_TOKENS = 64
 KV_CACHE_BYTES = 64 << 20
 MLA_OPS = {
@@ -40,10 +44,11 @@ MLA_OPS = {
 
 @pytest.mark.support("mla", "ascend")
 @pytest.mark.support("chunked_prefill", "ascend")
+@pytest.mark.parametrize("arch", list(REAL_MLA))
 def test_mla_real_dimensions_match_transformers_on_ascend_path(
-    tiny_model_dir, tmp_path: Path
+    arch: str, tiny_model_dir, tmp_path: Path
 ) -> None:
-    model = tiny_model_dir(REAL_MLA)
+    model = tiny_model_dir(REAL_MLA[arch])
     margins = hf_greedy_margins(model, DEFAULT_PROMPTS, MAX_NEW_TOKENS)
     prompts = [p for p, m in zip(DEFAULT_PROMPTS, margins, strict=True) if m > CLEAR_MARGIN]
     assert len(prompts) >= 6, f"too few prompts with clear greedy decisions: {margins}"
