@@ -516,8 +516,13 @@ def test_backend_refuses_the_model_shape_before_any_layer(
     """The hook the platform calls in check_and_update_config (start-up)."""
 
     class Model:
+        hf_text_config = SimpleNamespace()
+
         def get_head_size(self) -> int:
             return 512
+
+        def get_sliding_window(self) -> int | None:
+            return None
 
         def get_num_attention_heads(self, parallel: object) -> int:
             return 8
