@@ -48,7 +48,8 @@ def collect(root: Path = ROOT) -> list[SupportMark]:
         result = subprocess.run(
             [
                 sys.executable, "-m", "pytest", "--collect-only", "-q",
-                "-p", "no:cacheprovider", f"--support-marks-json={marks_json}",
+                "-p", "no:cacheprovider", "--extended",  # both tiers of CI's run
+                f"--support-marks-json={marks_json}",
                 *map(str, marked_test_files(root)),
             ],
             cwd=root,
