@@ -5,13 +5,17 @@ rules, seeded sampling reproduces, beam search equals transformers' beam search,
 structured output (choice, regex) holds to its constraint; a second engine
 (``runner="pooling"``) embeds as transformers does.
 
-Prompts are not prefilled in chunks here: a seeded request whose prefill is split
-kills the engine on CPU tensors (vLLM's runner rewinds the generator's Philox
-offset for the discarded token, ``gen.set_offset``, which a CPU generator lacks:
-"CPU Generator does not use offset"); chunked prefill is tested in test_mla_parity."""
+The engine prefills at most ``CHUNK_TOKENS`` tokens a step, so prompts batched
+together are prefilled in chunks and every check here runs across chunked prefills.
+A seeded request whose prefill is split draws (and drops) a token for each partial
+chunk; the plugin's runner gives its CPU generator back the state it had before
+that draw (vLLM's own rewind moves a Philox offset that a CPU generator lacks), so
+the seeded test compares requests prefilled in chunks with the same requests
+prefilled in one step."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Iterator
@@ -32,6 +36,8 @@ LOGPROB_TOLERANCE = 1e-4
 """float32 log-probabilities of two implementations of the same model."""
 PENALTIES = dict(repetition_penalty=1.5, presence_penalty=0.7, frequency_penalty=0.4)
 BEAM_WIDTH = 3
+CHUNK_TOKENS = 32
+"""max_num_batched_tokens: each prompt alone fits one step, the prompts together do not."""
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +47,7 @@ def model(tiny_model_dir) -> Path:
 
 @pytest.fixture(scope="module")
 def llm(model: Path) -> Iterator[Any]:
-    with vllm_engine(str(model), max_model_len=256) as engine:
+    with vllm_engine(str(model), max_model_len=256, max_num_batched_tokens=CHUNK_TOKENS) as engine:
         yield engine
 
 
@@ -159,20 +165,33 @@ def test_penalties_match_a_transformers_reference(
 
 
 @pytest.mark.support("seeded_sampling", "host")
-def test_seeded_sampling_reproduces(llm: Any) -> None:
+def test_seeded_sampling_reproduces_across_chunked_prefills(
+    llm: Any, prompt_ids: list[list[int]]
+) -> None:
     from vllm import SamplingParams
 
-    def sample(seed: int) -> list[list[int]]:
+    salts = itertools.count()
+
+    def sample(prompts: list[str], seed: int) -> list[list[int]]:
         params = SamplingParams(temperature=1.0, max_tokens=16, ignore_eos=True, seed=seed)
-        # Each prompt twice in one batch: the same seed gives the same tokens beside
-        # other requests too.
-        outputs = llm.generate(PROMPTS + PROMPTS, params, use_tqdm=False)
+        # A fresh cache salt per call: no prompt is shortened by a prefix-cache hit.
+        salt = f"seeded-{next(salts)}"
+        inputs = [{"prompt": prompt, "cache_salt": salt} for prompt in prompts]
+        outputs = llm.generate(inputs, params, use_tqdm=False)
         return [list(output.outputs[0].token_ids) for output in outputs]
 
-    first, again, other = sample(7), sample(7), sample(8)
-    assert first == again
-    assert first[: len(PROMPTS)] == first[len(PROMPTS) :]
-    assert first != other, "a different seed sampled the same tokens"
+    lengths = [len(ids) for ids in prompt_ids] * 2
+    assert max(lengths) <= CHUNK_TOKENS, "a prompt alone would be prefilled in chunks"
+    assert sum(lengths) > CHUNK_TOKENS and CHUNK_TOKENS not in itertools.accumulate(lengths), (
+        "the first step of the batch would not split a prefill"
+    )
+    alone = [sample([prompt], 7)[0] for prompt in PROMPTS]
+    # Each prompt twice in one batch: the first step fills up mid-prompt, so some
+    # prefills are split, and the same seed still samples what the prompt alone did.
+    chunked, again, other = (sample(PROMPTS + PROMPTS, seed) for seed in (7, 7, 8))
+    assert chunked == alone + alone
+    assert again == chunked
+    assert other != chunked, "a different seed sampled the same tokens"
 
 
 @pytest.mark.support("beam_search", "host")

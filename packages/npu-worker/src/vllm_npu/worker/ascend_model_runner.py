@@ -21,6 +21,7 @@ from vllm.v1.worker.cpu_model_runner import CPUModelRunner
 from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 
 from vllm_npu.worker._compat import TritonReplacements
+from vllm_npu.worker._seeded_sampling import CPUGeneratorRewind
 
 
 @contextmanager
@@ -36,7 +37,7 @@ def _npu_streams_and_events() -> Iterator[None]:
         torch.Event, torch.cuda.Stream = saved  # type: ignore[misc]
 
 
-class AscendModelRunner(TritonReplacements, CPUModelRunner):
+class AscendModelRunner(CPUGeneratorRewind, TritonReplacements, CPUModelRunner):
     """vLLM's V1 runner for the Ascend kernel set (torch_npu attention and custom ops).
 
     Inherits from ``CPUModelRunner`` only for its device-agnostic methods; its

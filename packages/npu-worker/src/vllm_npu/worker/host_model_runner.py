@@ -1,15 +1,19 @@
-"""The model runner of the host backend: vLLM's CPU runner, which fits unchanged."""
+"""The model runner of the host backend: vLLM's CPU runner, with seeded sampling kept
+across chunked prefills."""
 
 from __future__ import annotations
 
 from vllm.v1.worker.cpu_model_runner import CPUModelRunner
 
 from vllm_npu.worker._compat import TritonReplacements
+from vllm_npu.worker._seeded_sampling import CPUGeneratorRewind
 
 
-class HostModelRunner(TritonReplacements, CPUModelRunner):
+class HostModelRunner(CPUGeneratorRewind, TritonReplacements, CPUModelRunner):
     """vLLM's V1 runner with its tensors on the CPU.
 
     ``CPUModelRunner`` needs no compiled ``vllm._C`` op; the attention backend,
     the slot-mapping kernel and the layers it runs are ours or portable PyTorch.
+    Seeded requests keep their CPU generators through a chunked prefill
+    (``CPUGeneratorRewind``).
     """
