@@ -32,7 +32,13 @@ def _with_tokenizer(folder: Path, config: Any, llama: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def models(tiny_model_dir, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from transformers import BertConfig, Gemma2Config, MistralConfig, WhisperConfig
+    from transformers import (
+        BertConfig,
+        Gemma2Config,
+        MistralConfig,
+        PaliGemmaConfig,
+        WhisperConfig,
+    )
 
     llama = tiny_model_dir(TinyModelSpec(arch="llama"))
     root = tmp_path_factory.mktemp("refused-models")
@@ -59,6 +65,17 @@ def models(tiny_model_dir, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         **attention, head_dim=16, sliding_window=None, layer_types=["full_attention"] * 2,
         attn_logit_softcapping=50.0, architectures=["Gemma2ForCausalLM"],
     )
+    # A Gemma language model with a SigLIP image tower: vLLM's PaliGemma class imports
+    # without torchvision, so vLLM inspects it and the platform sees a multimodal model.
+    paligemma = PaliGemmaConfig(
+        text_config=dict(attention, head_dim=16),
+        vision_config=dict(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+            image_size=28, patch_size=14,
+        ),
+        image_token_index=small["vocab_size"] - 1,
+        architectures=["PaliGemmaForConditionalGeneration"],
+    )
     return {
         "mistral-sliding-window": _with_tokenizer(root / "mistral", mistral, llama),
         "gemma2-soft-cap": _with_tokenizer(root / "gemma2", gemma2, llama),
@@ -66,6 +83,7 @@ def models(tiny_model_dir, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         "fp8-checkpoint": quantized,
         "bert": _with_tokenizer(root / "bert", bert, llama),
         "whisper": _with_tokenizer(root / "whisper", whisper, llama),
+        "paligemma": _with_tokenizer(root / "paligemma", paligemma, llama),
     }
 
 
@@ -78,6 +96,8 @@ CASES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "kv-connector": ("kv_connector", "llama", {"kv_transfer_config": KV_CONNECTOR}),
     "fp8-kv-cache": ("fp8_kv_cache", "llama", {"kv_cache_dtype": "fp8"}),
     "fp8-e5m2-kv-cache": ("fp8_kv_cache", "llama", {"kv_cache_dtype": "fp8_e5m2"}),
+    "multimodal": ("multimodal", "paligemma", {}),
+    "multimodal-text-only": ("multimodal", "paligemma", {"language_model_only": True}),
 }
 """Case id -> (feature key, model, engine arguments)."""
 

@@ -37,6 +37,11 @@ FP8_KV_CACHE_REFUSAL = (
     "attention backend; leave kv_cache_dtype at 'auto', or select a backend that stores "
     "one with VLLM_NPU_ATTENTION_BACKEND (VLLM_NPU_MLA_ATTENTION_BACKEND for MLA models)."
 )
+MULTIMODAL_REFUSAL = (
+    "vllm-npu: multimodal models (image, video or audio inputs; text-only mode with "
+    "language_model_only or limit_mm_per_prompt too) are not supported yet; use a "
+    "text-only model."
+)
 _DEFAULT_BACKEND_REFUSAL = (
     "vllm-npu: attention backend 'npu' cannot run this model ({problem}); select another "
     "with VLLM_NPU_ATTENTION_BACKEND or additional_config {{{{'attention_backend': ...}}}}."
@@ -54,6 +59,7 @@ REFUSALS: dict[str, str] = {
     "encoder_only": ENCODER_ONLY_REFUSAL,
     "kv_connector": KV_CONNECTOR_REFUSAL,
     "fp8_kv_cache": FP8_KV_CACHE_REFUSAL,
+    "multimodal": MULTIMODAL_REFUSAL,
     "sliding_window": SLIDING_WINDOW_REFUSAL,
     "soft_cap": SOFT_CAP_REFUSAL,
 }
@@ -86,3 +92,8 @@ def refuse_unsupported(vllm_config: VllmConfig, attention_cls: Any) -> None:
         attention_types, refusal = needed
         if not all(attention_cls.supports_attn_type(kind) for kind in attention_types):
             raise ValueError(refusal)
+    # After the attention types: Whisper is multimodal too, and its encoder-decoder
+    # refusal says more. Set whenever vLLM's registry calls the architecture
+    # multimodal, whatever the modality limits.
+    if getattr(model_config, "is_multimodal_model", False):
+        raise ValueError(MULTIMODAL_REFUSAL)
