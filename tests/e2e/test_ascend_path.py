@@ -53,13 +53,22 @@ def generate_on_ascend_path(
 ) -> str:
     """Run the engine on the stand-in; returns the process's output (a line
     ``RESULT <json>`` holds the token ids). Ops called go to ``call_log``."""
+    arguments = [str(model), str(MAX_NEW_TOKENS), json.dumps(engine_args)]
+    return run_on_ascend_path(SCRIPT, arguments, prompts, call_log)
+
+
+def run_on_ascend_path(
+    script: Path, arguments: list[str], prompts: list[str], call_log: Path
+) -> str:
+    """Run a generation script (``prompts`` on its standard input) in a process of
+    its own on the stand-in; returns its output. Ops called go to ``call_log``."""
     env = {
         **os.environ,
         "VLLM_NPU_DEVICE": "ascend-standin",
         "VLLM_NPU_STANDIN_CALL_LOG": str(call_log),
     }
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), str(model), str(MAX_NEW_TOKENS), json.dumps(engine_args)],
+        [sys.executable, str(script), *arguments],
         input=json.dumps(prompts),
         capture_output=True,
         text=True,

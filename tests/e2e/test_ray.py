@@ -13,7 +13,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import pytest
 
 from vllm_npu.testing import DEFAULT_PROMPTS, TinyModelSpec, hf_greedy_generate
 
+from ._ray_cluster import HEAD_IP, SECOND_NODE_IP, ray_cluster
 from .conftest import greedy_token_ids, vllm_engine
 
 pytest.importorskip("ray", reason="Ray is the optional extra vllm-npu[ray]")
@@ -31,40 +31,10 @@ SPEC = TinyModelSpec(arch="llama")
 
 MAX_NEW_TOKENS = 24
 KV_CACHE_BYTES = 64 << 20
-HEAD_IP, SECOND_NODE_IP = "127.0.0.2", "127.0.0.3"
 DEAD_WORKER_DEADLINE_S = 90
 """How long the engine may take to report a dead Ray worker before it counts as a hang."""
 
 RAY_WORKER_TITLE = "RayWorkerProc"
-
-
-@contextmanager
-def ray_cluster(cpus_per_node: tuple[int, ...]) -> Iterator[str]:
-    """A Ray cluster of one node per entry, started (and ended) by this process.
-
-    The engine finds it through RAY_ADDRESS. Like every cluster Ray's test utilities
-    start, it runs without token authentication: it listens on loopback addresses only.
-    """
-    from ray.cluster_utils import Cluster
-
-    ips = (HEAD_IP, SECOND_NODE_IP)[: len(cpus_per_node)]
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("RAY_USAGE_STATS_ENABLED", "0")
-        env.setenv("GLOO_SOCKET_IFNAME", "lo")
-        cluster = Cluster(shutdown_at_exit=False)
-        try:
-            for ip, cpus in zip(ips, cpus_per_node, strict=True):
-                cluster.add_node(
-                    node_ip_address=ip,
-                    num_cpus=cpus,
-                    include_dashboard=False,
-                    object_store_memory=100 << 20,
-                )
-            cluster.wait_for_nodes()
-            env.setenv("RAY_ADDRESS", cluster.address)
-            yield cluster.address
-        finally:
-            cluster.shutdown()
 
 
 def _ray_workers() -> dict[str, psutil.Process]:
