@@ -71,6 +71,7 @@ def test_mla_matches_transformers_chunked_and_prefix_cached(
     assert generated == expected
 
 
+@pytest.mark.extended
 @pytest.mark.support("mla", "host")
 def test_mla_tensor_parallel_2_matches_transformers(tiny_model_dir) -> None:
     """4 heads: 2 per rank; the latent cache (one KV head) is replicated on both."""

@@ -57,7 +57,7 @@ def test_moe_greedy_matches_transformers(arch: str, tiny_model_dir) -> None:
 @pytest.mark.parametrize(
     "parallel",
     [
-        {"tensor_parallel_size": 2},
+        pytest.param({"tensor_parallel_size": 2}, marks=pytest.mark.extended),
         {"tensor_parallel_size": 2, "enable_expert_parallel": True},
     ],
     ids=["tensor-parallel-2", "expert-parallel-2"],
@@ -101,8 +101,18 @@ SOFTMAX_GATING = "npu_moe_gating_top_k_softmax"
 @pytest.mark.parametrize(
     ("spec", "gating_op", "routing_margin"),
     [
-        (TinyModelSpec(arch="mixtral", seed=2), SOFTMAX_GATING, SOFTMAX_ROUTING_MARGIN),
-        (TinyModelSpec(arch="qwen3_moe", seed=1), SOFTMAX_GATING, SOFTMAX_ROUTING_MARGIN),
+        pytest.param(
+            TinyModelSpec(arch="mixtral", seed=2),
+            SOFTMAX_GATING,
+            SOFTMAX_ROUTING_MARGIN,
+            marks=pytest.mark.extended,
+        ),
+        pytest.param(
+            TinyModelSpec(arch="qwen3_moe", seed=1),
+            SOFTMAX_GATING,
+            SOFTMAX_ROUTING_MARGIN,
+            marks=pytest.mark.extended,
+        ),
         (
             TinyModelSpec(arch="glm4_moe", routed_scaling_factor=1.0),
             "npu_moe_gating_top_k",
@@ -150,6 +160,7 @@ def test_moe_matches_transformers_on_ascend_path(
 DATA_PARALLEL_SCRIPT = Path(__file__).with_name("_generate_data_parallel.py")
 
 
+@pytest.mark.extended
 @pytest.mark.support("dp", "host")
 @pytest.mark.support("ep", "host")
 def test_moe_data_and_expert_parallel_matches_transformers(tiny_model_dir) -> None:

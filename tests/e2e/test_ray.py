@@ -72,7 +72,10 @@ def one_node() -> Iterator[str]:
 class TestOneNode:
     @pytest.mark.parametrize(
         "parallel",
-        [{"tensor_parallel_size": 2}, {"pipeline_parallel_size": 2}],
+        [
+            {"tensor_parallel_size": 2},
+            pytest.param({"pipeline_parallel_size": 2}, marks=pytest.mark.extended),
+        ],
         ids=["tensor-parallel-2", "pipeline-parallel-2"],
     )
     @pytest.mark.support("ray", "host")
