@@ -7,8 +7,9 @@ tensor-parallel ranks on two of the stand-in's NPUs (Ray's ``NPU`` resource), tw
 pipeline-parallel ranks under the multiprocessing executor, and two data-parallel
 ranks of a mixture-of-experts model sharing its experts (expert parallelism). As in
 test_ascend_path, only prompts whose float32 greedy decisions (and, for MoE, routing
-decisions) are clear of float16 rounding are compared. Each engine is of a kind the
-default run does not start on the Ascend path, but costs minutes: the extended tier.
+decisions) are clear of float16 rounding are compared. The stand-in's call log shows
+which processes ran the Ascend ops and which NPU each rank's process took. Each engine
+costs minutes on two cores: the extended tier.
 """
 
 from __future__ import annotations
@@ -76,8 +77,17 @@ def dense_case(dense_model: Path) -> tuple[list[str], list[list[int]]]:
 
 
 def processes_calling(call_log: Path) -> Counter[str]:
-    """How many processes called each stand-in op (each logs an op once)."""
+    """How many processes called each stand-in op (each logs an op once), and set
+    each NPU as their device (``set_device:<index>``)."""
     return Counter(call_log.read_text().split())
+
+
+ONE_NPU_PER_RANK = {f"set_device:{index}": 1 for index in range(RANKS)}
+"""Each rank's process set an NPU of its own, and no other process set one."""
+
+
+def devices_set(calls: Counter[str]) -> dict[str, int]:
+    return {name: count for name, count in calls.items() if name.startswith("set_device:")}
 
 
 @pytest.mark.support("tp", "ascend")
@@ -92,10 +102,14 @@ def test_ray_tensor_parallel_2_matches_transformers_on_ascend_path(
     from ._ray_cluster import ray_cluster
 
     prompts, expected = dense_case
-    call_log = tmp_path / "calls.txt"
+    call_log, call_specs = tmp_path / "calls.txt", tmp_path / "call_specs.jsonl"
     # Ray's workers start from the node's environment (the engine passes them
-    # VLLM_NPU_DEVICE): the call log and the stand-in's NPU count go there.
-    worker_env = {"VLLM_NPU_STANDIN_CALL_LOG": str(call_log), "VLLM_NPU_STANDIN_DEVICES": "2"}
+    # VLLM_NPU_DEVICE): the call logs and the stand-in's NPU count go there.
+    worker_env = {
+        "VLLM_NPU_STANDIN_CALL_LOG": str(call_log),
+        "VLLM_NPU_STANDIN_CALL_SPECS": str(call_specs),
+        "VLLM_NPU_STANDIN_DEVICES": str(RANKS),
+    }
     with ray_cluster((RANKS,), resources={"NPU": RANKS}, env=worker_env) as address:
         output = generate_on_ascend_path(
             dense_model,
@@ -111,6 +125,14 @@ def test_ray_tensor_parallel_2_matches_transformers_on_ascend_path(
     assert "KV cache block size 128" in output
     calls = processes_calling(call_log)
     assert {op: calls[op] for op in ASCEND_OPS} == dict.fromkeys(ASCEND_OPS, RANKS), calls
+    assert devices_set(calls) == ONE_NPU_PER_RANK, calls
+    # Each rank attends over its share of the heads: 2 query heads, 1 KV head.
+    specs = [json.loads(line) for line in call_specs.read_text().splitlines()]
+    decode_calls = [spec["kwargs"] for spec in specs if spec["op"] == "_npu_paged_attention"]
+    assert decode_calls, "no decode step ran _npu_paged_attention"
+    heads = {(call["num_heads"]["int"], call["num_kv_heads"]["int"]) for call in decode_calls}
+    per_rank = (DENSE_SPEC.num_heads // RANKS, DENSE_SPEC.num_kv_heads // RANKS)
+    assert heads == {per_rank}, heads
     assert _token_ids(output) == expected
 
 
@@ -137,6 +159,7 @@ def test_pipeline_parallel_2_matches_transformers_on_ascend_path(
     both_stages = ASCEND_OPS - {"npu_rms_norm"}
     assert {op: calls[op] for op in both_stages} == dict.fromkeys(both_stages, RANKS), calls
     assert calls["npu_rms_norm"] == 1, calls
+    assert devices_set(calls) == ONE_NPU_PER_RANK, calls
     assert _token_ids(output) == expected
 
 
@@ -154,7 +177,9 @@ def test_moe_data_and_expert_parallel_matches_transformers_on_ascend_path(
 ) -> None:
     """Two data-parallel ranks, each on an NPU of its own, share GLM-4-MoE's experts
     (expert parallelism over them): tokens are all-gathered to both ranks' experts and
-    reduce-scattered back through our communicator, on the torch_npu MoE ops."""
+    reduce-scattered back through our communicator, on the torch_npu MoE ops (a token
+    routed to the other rank's expert passes a local expert with weight 0, not
+    npu_moe_distribute_dispatch/combine)."""
     model = tiny_model_dir(MOE_SPEC)
     pool = [*DEFAULT_PROMPTS, *SHORT_PROMPTS]
     margins = hf_greedy_margins(model, pool, MAX_NEW_TOKENS)
@@ -181,4 +206,6 @@ def test_moe_data_and_expert_parallel_matches_transformers_on_ascend_path(
     calls = processes_calling(call_log)
     moe_ops = MOE_OPS | {"npu_moe_gating_top_k"}
     assert {op: calls[op] for op in moe_ops} == dict.fromkeys(moe_ops, RANKS), calls
+    # The second data-parallel engine's worker takes the node's second NPU.
+    assert devices_set(calls) == ONE_NPU_PER_RANK, calls
     assert _token_ids(output) == expected

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -66,6 +67,19 @@ def test_set_device_touches_only_that_device(fresh: pytest.MonkeyPatch) -> None:
     npu = load().npu
     npu.set_device(1)
     assert (npu.is_initialized(), npu.devices_touched()) == (False, {1})
+
+
+def test_the_call_log_records_each_device_set_once(
+    fresh: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Tests of several ranks read from it which NPU each rank's process took."""
+    call_log = tmp_path / "calls.txt"
+    fresh.setenv("VLLM_NPU_STANDIN_CALL_LOG", str(call_log))
+    fresh.setenv(standin.DEVICES_ENV, "2")
+    npu = load().npu
+    for device in (1, "npu:1", 0):
+        npu.set_device(device)
+    assert call_log.read_text().split() == ["set_device:1", "set_device:0"]
 
 
 def test_fixed_device_memory(fresh: pytest.MonkeyPatch) -> None:

@@ -19,7 +19,7 @@ from vllm.v1.worker.worker_base import CompilationTimes
 
 from vllm_npu.platform.device import DeviceBackend
 from vllm_npu.platform.hooks import run_process_hooks
-from vllm_npu.worker._compat import PLUGGABLE_MOE_LAYERS
+from vllm_npu.worker._compat import PLUGGABLE_MOE_LAYERS, local_device_index
 from vllm_npu.worker._threads import apply_host_threads
 from vllm_npu.worker.custom_ops import ASCEND_KERNEL_SET, register_custom_ops
 
@@ -60,12 +60,15 @@ class NPUWorker(Worker):
 
     def init_device(self) -> None:
         backend = self.device_backend
+        self.local_rank = local_device_index(self.parallel_config, self.local_rank)
         if backend.device_type == "cpu":
             self.device = torch.device("cpu")
             apply_host_threads(self.parallel_config.local_world_size)
         else:
             self.device = torch.device(f"{backend.device_type}:{self.local_rank}")
-            backend.set_device(self.device)
+        # Select the rank's NPU even where tensors live in host memory (the torch_npu
+        # stand-in); on the host backend this does nothing.
+        backend.set_device(torch.device(backend.device_type, self.local_rank))
         init_worker_distributed_environment(
             self.vllm_config,
             self.rank,

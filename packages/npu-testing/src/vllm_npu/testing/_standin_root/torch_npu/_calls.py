@@ -2,7 +2,8 @@
 or in another process.
 
 With ``VLLM_NPU_STANDIN_CALL_LOG`` set to a file, the first call of each op in a
-process appends the op's name to it (one line, so concurrent processes can share it).
+process appends the op's name to it (one line, so concurrent processes can share it),
+and so does the first ``torch.npu.set_device`` of each NPU, as ``set_device:<index>``.
 
 With ``VLLM_NPU_STANDIN_CALL_SPECS`` set to a file, every call that returns appends
 one JSON line: the op's name, the spec of each positional and keyword argument and
@@ -55,6 +56,11 @@ def spec(value: Any) -> Any:
     if isinstance(value, list):
         return {"list": [spec(item) for item in value]}
     return {"unknown": f"{type(value).__module__}.{type(value).__qualname__}"}
+
+
+def log_device(index: int) -> None:
+    """Log that this process set NPU ``index`` as its device (first time only)."""
+    _log_name(f"set_device:{index}")
 
 
 def _log_name(name: str) -> None:

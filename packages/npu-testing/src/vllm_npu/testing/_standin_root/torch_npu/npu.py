@@ -25,6 +25,8 @@ from typing import Any
 import psutil
 import torch
 
+from torch_npu import _calls
+
 DEVICES_ENV = "VLLM_NPU_STANDIN_DEVICES"
 VISIBLE_DEVICES_ENV = "ASCEND_RT_VISIBLE_DEVICES"
 MEMORY_TOTAL_ENV = "VLLM_NPU_STANDIN_MEMORY_TOTAL"
@@ -117,6 +119,7 @@ def set_device(device: int | str | torch.device) -> None:
     global _current
     _current = _check_index(device)
     _devices_touched.add(_current)
+    _calls.log_device(_current)
 
 
 def synchronize(device: int | str | torch.device | None = None) -> None:
