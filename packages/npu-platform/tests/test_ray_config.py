@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -49,6 +52,20 @@ def test_the_setup_hook_resolves_and_runs_the_worker_hooks(monkeypatch) -> None:
     monkeypatch.setattr("vllm_npu.platform.hooks.run_process_hooks", ran.append)
     _ray.setup_worker_process()
     assert ran == ["worker"]
+
+
+def test_the_setup_hook_runs_first_in_a_fresh_process() -> None:
+    """As in a Ray worker: the hook's module is the first thing imported (on vLLM
+    0.28-0.31, importing vLLM resolves the platform, whose module imports our hooks)."""
+    module, _, name = _ray.SETUP_HOOK.rpartition(".")
+    result = subprocess.run(
+        [sys.executable, "-c", f"import {module} as m; m.{name}(); print('ran')"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "VLLM_NPU_DEVICE": "host"},
+        timeout=300,
+    )
+    assert result.returncode == 0 and "ran" in result.stdout, result.stderr[-3000:]
 
 
 def test_another_setup_hook_is_refused() -> None:

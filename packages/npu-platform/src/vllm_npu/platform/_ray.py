@@ -62,6 +62,10 @@ def configure(parallel: ParallelConfig, backend: DeviceBackend) -> None:
 
 def setup_worker_process() -> None:
     """Ray's setup hook in each worker process of our engine, before vLLM runs there."""
+    # vLLM first: importing it may resolve the platform (vLLM 0.28-0.31 do, at import),
+    # whose module imports our hooks; importing the hooks first makes that a cycle.
+    import vllm  # noqa: F401
+
     from vllm_npu.platform.hooks import run_process_hooks
 
     run_process_hooks("worker")
