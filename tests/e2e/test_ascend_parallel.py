@@ -27,7 +27,6 @@ from vllm_npu.testing import (
     TinyModelSpec,
     hf_greedy_generate,
     hf_greedy_margins,
-    hf_greedy_routing_margins,
 )
 
 from .test_ascend_path import (
@@ -38,7 +37,7 @@ from .test_ascend_path import (
     generate_on_ascend_path,
     run_on_ascend_path,
 )
-from .test_moe import MOE_OPS, SHORT_PROMPTS, SIGMOID_ROUTING_MARGIN
+from .test_moe import MOE_OPS, SIGMOID_ROUTING_MARGIN, clear_moe_prompts
 
 pytestmark = pytest.mark.extended
 
@@ -181,15 +180,7 @@ def test_moe_data_and_expert_parallel_matches_transformers_on_ascend_path(
     routed to the other rank's expert passes a local expert with weight 0, not
     npu_moe_distribute_dispatch/combine)."""
     model = tiny_model_dir(MOE_SPEC)
-    pool = [*DEFAULT_PROMPTS, *SHORT_PROMPTS]
-    margins = hf_greedy_margins(model, pool, MAX_NEW_TOKENS)
-    routing = hf_greedy_routing_margins(model, pool, MAX_NEW_TOKENS)
-    prompts = [
-        prompt
-        for prompt, margin, gap in zip(pool, margins, routing, strict=True)
-        if margin > CLEAR_MARGIN and gap > SIGMOID_ROUTING_MARGIN
-    ]
-    assert len(prompts) >= 6, f"too few clear prompts: margins {margins}, routing {routing}"
+    prompts = clear_moe_prompts(model, MAX_NEW_TOKENS, SIGMOID_ROUTING_MARGIN)
     expected = hf_greedy_generate(model, prompts, MAX_NEW_TOKENS, dtype=torch.float16)
     call_log = tmp_path / "calls.txt"
     engine_args = {

@@ -97,6 +97,23 @@ SIGMOID_ROUTING_MARGIN = 0.0025
 SOFTMAX_GATING = "npu_moe_gating_top_k_softmax"
 
 
+def clear_moe_prompts(model: Path, max_new_tokens: int, routing_margin: float) -> list[str]:
+    """The prompts (of the default and short ones) whose float32 greedy next-token
+    choices (``CLEAR_MARGIN``) and every router's choice of experts (``routing_margin``)
+    are clear of float16 rounding: a near-tie there flips an expert, which moves the
+    output by that expert's share. At least six, or the test's model seed is a bad one."""
+    pool = [*DEFAULT_PROMPTS, *SHORT_PROMPTS]
+    margins = hf_greedy_margins(model, pool, max_new_tokens)
+    routing = hf_greedy_routing_margins(model, pool, max_new_tokens)
+    prompts = [
+        prompt
+        for prompt, margin, gap in zip(pool, margins, routing, strict=True)
+        if margin > CLEAR_MARGIN and gap > routing_margin
+    ]
+    assert len(prompts) >= 6, f"too few clear prompts: margins {margins}, routing {routing}"
+    return prompts
+
+
 @pytest.mark.support("moe", "ascend")
 @pytest.mark.parametrize(
     ("spec", "gating_op", "routing_margin"),
@@ -139,15 +156,7 @@ def test_moe_matches_transformers_on_ascend_path(
     factor is checked on the host (float32) and by the kernel tests.
     """
     model = tiny_model_dir(spec)
-    pool = [*DEFAULT_PROMPTS, *SHORT_PROMPTS]
-    margins = hf_greedy_margins(model, pool, ASCEND_MAX_NEW_TOKENS)
-    routing = hf_greedy_routing_margins(model, pool, ASCEND_MAX_NEW_TOKENS)
-    prompts = [
-        prompt
-        for prompt, margin, gap in zip(pool, margins, routing, strict=True)
-        if margin > CLEAR_MARGIN and gap > routing_margin
-    ]
-    assert len(prompts) >= 6, f"too few clear prompts: margins {margins}, routing {routing}"
+    prompts = clear_moe_prompts(model, ASCEND_MAX_NEW_TOKENS, routing_margin)
     expected = hf_greedy_generate(model, prompts, ASCEND_MAX_NEW_TOKENS, dtype=torch.float16)
     call_log = tmp_path / "calls.txt"
 
