@@ -36,6 +36,7 @@ from vllm_npu.testing.sampling_reference import (
     load_reference_model,
     next_token_log_probs,
     penalized_greedy,
+    transformers_beam_search,
 )
 from vllm_npu.testing.session_calls import CALL_SPECS_ENV
 
@@ -322,27 +323,12 @@ def test_seeded_sampling_reproduces_on_ascend_path(engine: dict[str, Any]) -> No
 def test_beam_search_matches_transformers_on_ascend_path(
     engine: dict[str, Any], cases: dict[str, Any], hf_model: Any
 ) -> None:
-    from transformers import GenerationConfig
-
-    config = GenerationConfig(
-        do_sample=False,
-        num_beams=BEAM_WIDTH,
-        num_return_sequences=BEAM_WIDTH,
-        max_new_tokens=BEAM_STEPS,
-        min_new_tokens=BEAM_STEPS,
-        length_penalty=1.0,
-        bos_token_id=hf_model.config.bos_token_id,
-        pad_token_id=hf_model.config.pad_token_id,
-        eos_token_id=None,
-    )
     for beams, decoded in zip(engine["beams"], cases["beams"].values(), strict=True):
         expected = [list(tokens) for tokens in decoded.token_ids]
         prompt_length = len(beams[0]) - BEAM_STEPS
         prompt = beams[0][:prompt_length]
-        with torch.inference_mode():
-            hf_beams = hf_model.generate(torch.tensor([prompt]), generation_config=config)
         # The margin-reporting reference is transformers' beam search itself.
-        assert [beam[prompt_length:].tolist() for beam in hf_beams] == expected
+        assert transformers_beam_search(hf_model, prompt, BEAM_WIDTH, BEAM_STEPS) == expected
         assert [beam[prompt_length:] for beam in beams] == expected
 
 

@@ -26,6 +26,13 @@ import pytest
 import torch
 
 from vllm_npu.testing import DEFAULT_PROMPTS, TinyModelSpec, hf_prompt_token_ids
+from vllm_npu.testing.sampling_reference import (
+    Penalties,
+    load_reference_model,
+    next_token_log_probs,
+    penalized_greedy,
+    transformers_beam_search,
+)
 
 from .conftest import vllm_engine
 
@@ -53,42 +60,12 @@ def llm(model: Path) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def hf_model(model: Path) -> Any:
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(
-        model, dtype=torch.float32, attn_implementation="eager"
-    ).eval()
+    return load_reference_model(model)
 
 
 @pytest.fixture(scope="module")
 def prompt_ids(model: Path) -> list[list[int]]:
     return hf_prompt_token_ids(model, PROMPTS)
-
-
-def _log_softmax(hf_model: Any, token_ids: list[int]) -> torch.Tensor:
-    """Log-probabilities of the next token at every position of ``token_ids``."""
-    with torch.inference_mode():
-        logits = hf_model(torch.tensor([token_ids])).logits[0]
-    return torch.log_softmax(logits.float(), dim=-1)
-
-
-def _greedy_with_penalties(hf_model: Any, prompt: list[int], steps: int) -> list[int]:
-    """Greedy decoding with vLLM's penalty rules: the repetition penalty divides positive
-    (multiplies negative) logits of tokens seen in the prompt or the output; frequency
-    and presence penalties subtract per output occurrence and once per output token."""
-    output: list[int] = []
-    for _ in range(steps):
-        with torch.no_grad():
-            logits = hf_model(torch.tensor([prompt + output])).logits[0, -1]
-        seen = torch.zeros_like(logits, dtype=torch.bool)
-        seen[prompt + output] = True
-        penalty = torch.where(seen, PENALTIES["repetition_penalty"], 1.0)
-        logits *= torch.where(logits > 0, 1.0 / penalty, penalty)
-        counts = torch.bincount(torch.tensor(output, dtype=torch.long), minlength=len(logits))
-        logits -= PENALTIES["frequency_penalty"] * counts
-        logits -= PENALTIES["presence_penalty"] * (counts > 0)
-        output.append(int(logits.argmax()))
-    return output
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +89,7 @@ def test_logprobs_match_transformers(
     for output, prompt in zip(greedy_with_logprobs, prompt_ids, strict=True):
         completion = output.outputs[0]
         generated = list(completion.token_ids)
-        reference = _log_softmax(hf_model, prompt + generated)[len(prompt) - 1 : -1]
+        reference = next_token_log_probs(hf_model, prompt + generated)[len(prompt) - 1 : -1]
         assert len(completion.logprobs) == len(generated) == MAX_NEW_TOKENS
         for step, (token, logprobs) in enumerate(zip(generated, completion.logprobs, strict=True)):
             expected = reference[step]
@@ -131,7 +108,7 @@ def test_prompt_logprobs_match_transformers(
 ) -> None:
     for output, prompt in zip(greedy_with_logprobs, prompt_ids, strict=True):
         assert list(output.prompt_token_ids) == prompt
-        reference = _log_softmax(hf_model, prompt)
+        reference = next_token_log_probs(hf_model, prompt)
         assert output.prompt_logprobs[0] is None and len(output.prompt_logprobs) == len(prompt)
         for position in range(1, len(prompt)):
             logprobs = output.prompt_logprobs[position]
@@ -152,7 +129,10 @@ def test_penalties_match_a_transformers_reference(
     )
     outputs = llm.generate(PROMPTS, params, use_tqdm=False)
     generated = [list(output.outputs[0].token_ids) for output in outputs]
-    expected = [_greedy_with_penalties(hf_model, p, 2 * MAX_NEW_TOKENS) for p in prompt_ids]
+    expected = [
+        list(penalized_greedy(hf_model, p, 2 * MAX_NEW_TOKENS, Penalties(**PENALTIES)).token_ids[0])
+        for p in prompt_ids
+    ]
     unpenalized = llm.generate(
         PROMPTS,
         SamplingParams(temperature=0.0, max_tokens=2 * MAX_NEW_TOKENS, ignore_eos=True),
@@ -198,26 +178,12 @@ def test_seeded_sampling_reproduces_across_chunked_prefills(
 def test_beam_search_matches_transformers(
     llm: Any, hf_model: Any, prompt_ids: list[list[int]]
 ) -> None:
-    from transformers import GenerationConfig
     from vllm.sampling_params import BeamSearchParams
 
     params = BeamSearchParams(beam_width=BEAM_WIDTH, max_tokens=MAX_NEW_TOKENS, ignore_eos=True)
     outputs = llm.beam_search([{"prompt": p} for p in PROMPTS], params)
-    config = GenerationConfig(
-        do_sample=False,
-        num_beams=BEAM_WIDTH,
-        num_return_sequences=BEAM_WIDTH,
-        max_new_tokens=MAX_NEW_TOKENS,
-        min_new_tokens=MAX_NEW_TOKENS,
-        length_penalty=1.0,
-        bos_token_id=hf_model.config.bos_token_id,
-        pad_token_id=hf_model.config.pad_token_id,
-        eos_token_id=None,
-    )
     for output, prompt in zip(outputs, prompt_ids, strict=True):
-        with torch.inference_mode():
-            beams = hf_model.generate(torch.tensor([prompt]), generation_config=config)
-        expected = [beam[len(prompt) :].tolist() for beam in beams]
+        expected = transformers_beam_search(hf_model, prompt, BEAM_WIDTH, MAX_NEW_TOKENS)
         generated = [list(sequence.tokens[len(prompt) :]) for sequence in output.sequences]
         assert generated == expected
 

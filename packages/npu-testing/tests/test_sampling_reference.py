@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import GenerationConfig
 
 from vllm_npu.testing import (
     DEFAULT_PROMPTS,
@@ -23,6 +22,7 @@ from vllm_npu.testing.sampling_reference import (
     load_reference_model,
     next_token_log_probs,
     penalized_greedy,
+    transformers_beam_search,
 )
 
 PROMPTS = list(DEFAULT_PROMPTS[:3])
@@ -63,24 +63,11 @@ def test_penalties_change_the_output(model_path: Path, model) -> None:
 
 
 def test_beam_search_matches_transformers(model_path: Path, model) -> None:
-    config = GenerationConfig(
-        do_sample=False,
-        num_beams=2,
-        num_return_sequences=2,
-        max_new_tokens=STEPS,
-        min_new_tokens=STEPS,
-        length_penalty=1.0,
-        bos_token_id=model.config.bos_token_id,
-        pad_token_id=model.config.pad_token_id,
-        eos_token_id=None,
-    )
     for ids in hf_prompt_token_ids(model_path, PROMPTS):
         decoded = beam_search(model, ids, 2, STEPS)
-        with torch.inference_mode():
-            beams = model.generate(torch.tensor([ids]), generation_config=config)
-        assert [list(tokens) for tokens in decoded.token_ids] == [
-            beam[len(ids) :].tolist() for beam in beams
-        ]
+        assert [list(tokens) for tokens in decoded.token_ids] == transformers_beam_search(
+            model, ids, 2, STEPS
+        )
         scores = [
             sum(
                 float(next_token_log_probs(model, ids + list(tokens))[len(ids) - 1 + i, token])

@@ -78,6 +78,30 @@ def penalized_greedy(
     return Decoded((tuple(output),), margin)
 
 
+def transformers_beam_search(
+    model: torch.nn.Module, prompt: Sequence[int], beam_width: int, steps: int
+) -> list[list[int]]:
+    """transformers' own beam search, set up as ``vllm.LLM.beam_search`` runs (no EOS,
+    length penalty 1, exactly ``steps`` new tokens): each beam's new tokens, best first."""
+    from transformers import GenerationConfig
+
+    config = GenerationConfig(
+        do_sample=False,
+        num_beams=beam_width,
+        num_return_sequences=beam_width,
+        max_new_tokens=steps,
+        min_new_tokens=steps,
+        length_penalty=1.0,
+        bos_token_id=model.config.bos_token_id,
+        pad_token_id=model.config.pad_token_id,
+        eos_token_id=None,
+    )
+    prompt = list(prompt)
+    with torch.inference_mode():
+        beams = model.generate(torch.tensor([prompt]), generation_config=config)
+    return [beam[len(prompt) :].tolist() for beam in beams]
+
+
 def beam_search(
     model: torch.nn.Module, prompt: Sequence[int], beam_width: int, steps: int
 ) -> Decoded:
