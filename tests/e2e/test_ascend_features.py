@@ -20,8 +20,6 @@ import json
 import math
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +38,13 @@ from vllm_npu.testing.sampling_reference import (
 )
 from vllm_npu.testing.session_calls import CALL_SPECS_ENV
 
+from .test_ascend_path import CLEAR_MARGIN, run_on_ascend_path
+
 pytestmark = pytest.mark.extended
 
 SCRIPT = Path(__file__).with_name("_engine_jobs_in_process.py")
 BLOCK_SIZE = 128
 MAX_NEW_TOKENS = 8
-CLEAR_MARGIN = 0.03
-"""float32 gap between the chosen and the best rejected score above which float16
-implementations agree on the decision (their rounding error on these models is about
-1e-2; see test_ascend_path)."""
 LOGPROB_TOLERANCE = 0.1
 """float16 log-probabilities against transformers' float32 ones. A float16 run's
 log-probabilities move by more than its argmax decisions do: most of the error is a
@@ -81,28 +77,17 @@ def run_engine_jobs(
     specs to ``call_specs(call_log)``, and from there to the session's recording (the
     conformance test checks them against the real schemas)."""
     specs = call_specs(call_log)
-    env = {
-        **os.environ,
-        "VLLM_NPU_DEVICE": "ascend-standin",
-        "VLLM_NPU_STANDIN_CALL_LOG": str(call_log),
-        CALL_SPECS_ENV: str(specs),
-    }
     request = {"model": str(model), "engine_args": engine_args, "jobs": jobs}
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT)],
-        input=json.dumps(request),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=1200,
-    )
-    output = result.stdout + result.stderr
-    session_recording = os.environ.get(CALL_SPECS_ENV)
-    if session_recording and specs.exists():
-        with open(session_recording, "a") as recording:
-            recording.write(specs.read_text())
-    assert result.returncode == 0, output[-4000:]
-    line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
+    try:
+        output = run_on_ascend_path(
+            SCRIPT, [], request, call_log, env={CALL_SPECS_ENV: str(specs)}, timeout=1200
+        )
+    finally:
+        session_recording = os.environ.get(CALL_SPECS_ENV)
+        if session_recording and specs.exists():
+            with open(session_recording, "a") as recording:
+                recording.write(specs.read_text())
+    line = next(line for line in output.splitlines() if line.startswith("RESULT "))
     return json.loads(line.removeprefix("RESULT ")), output
 
 

@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -58,22 +59,29 @@ def generate_on_ascend_path(
 
 
 def run_on_ascend_path(
-    script: Path, arguments: list[str], prompts: list[str], call_log: Path
+    script: Path,
+    arguments: list[str],
+    stdin: Any,
+    call_log: Path,
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 900,
 ) -> str:
-    """Run a generation script (``prompts`` on its standard input) in a process of
-    its own on the stand-in; returns its output. Ops called go to ``call_log``."""
-    env = {
-        **os.environ,
-        "VLLM_NPU_DEVICE": "ascend-standin",
-        "VLLM_NPU_STANDIN_CALL_LOG": str(call_log),
-    }
+    """Run an engine script (``stdin``, as JSON, on its standard input: the prompts, or
+    a request) in a process of its own on the stand-in, with ``env`` added; returns its
+    output. Ops called go to ``call_log``."""
     result = subprocess.run(
         [sys.executable, str(script), *arguments],
-        input=json.dumps(prompts),
+        input=json.dumps(stdin),
         capture_output=True,
         text=True,
-        env=env,
-        timeout=900,
+        env={
+            **os.environ,
+            "VLLM_NPU_DEVICE": "ascend-standin",
+            "VLLM_NPU_STANDIN_CALL_LOG": str(call_log),
+            **(env or {}),
+        },
+        timeout=timeout,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
