@@ -190,3 +190,37 @@ def test_installed_kernels_replace_vllms(monkeypatch: pytest.MonkeyPatch) -> Non
         SYNTHETIC_MODE=False,
     )
     assert output.tolist() == [[4, 6, 9]]
+
+
+class _LoadsAnExtensionOnLookup:
+    """Like humming 0.1.16's ``DeviceInfo``: no ``__dict__``, and any attribute it
+    lacks loads a CUDA extension, so ``hasattr(value, "__dict__")`` raises."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> object:
+        raise ImportError("libcuda.so.1: cannot open shared object file")
+
+
+def test_installation_survives_a_module_vllms_scan_cannot_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """vLLM's kernel dispatcher (0.31 on) reads every loaded module; one value
+    that raises on it (humming.device, off CUDA) must not stop the installation,
+    and the module is left loaded."""
+    import sys
+    import types
+
+    from vllm.v1.sample import rejection_sampler
+
+    for name in _compat.REJECTION_SAMPLER_KERNELS:
+        monkeypatch.setattr(rejection_sampler, name, getattr(rejection_sampler, name))
+    unreadable = types.ModuleType("unreadable_device_info")
+    unreadable.current_device = _LoadsAnExtensionOnLookup()
+    monkeypatch.setitem(sys.modules, unreadable.__name__, unreadable)
+
+    _compat.register_rejection_sampler_kernels()
+
+    assert sys.modules[unreadable.__name__] is unreadable
+    kernel = rejection_sampler.expand_kernel
+    assert getattr(kernel, "func", None) is _spec_decode_kernels.expand_kernel

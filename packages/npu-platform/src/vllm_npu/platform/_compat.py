@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -126,7 +128,50 @@ def _dispatcher_register_kernels() -> Callable[..., None] | None:
         from vllm.triton_utils.dispatcher import register_kernels
     except ImportError:
         return None
-    return register_kernels
+
+    def register_safely(overrides: dict[str, Callable[..., Any]]) -> None:
+        with _hidden_from_module_scan(_modules_the_scan_cannot_read()):
+            register_kernels(overrides)
+
+    return register_safely
+
+
+def _modules_the_scan_cannot_read() -> dict[str, Any]:
+    """Loaded modules holding a value that ``hasattr(value, "__dict__")`` raises on.
+
+    vLLM's ``register_kernels`` (0.31 on) scans every module in ``sys.modules``
+    with that test, and only ``AttributeError`` is swallowed by it. humming
+    0.1.16-0.1.17 (vLLM 0.31-0.32) keeps a ``DeviceInfo`` in ``humming.device``
+    whose attribute lookup loads a CUDA extension: ``ImportError: libcuda.so.1``
+    out of the scan, off CUDA, once anything imported that module.
+    """
+    unreadable = {}
+    for name, module in list(sys.modules.items()):
+        namespace = getattr(module, "__dict__", None)
+        if not isinstance(namespace, dict):
+            continue
+        for value in list(namespace.values()):
+            try:
+                hasattr(value, "__dict__")
+            except Exception:  # noqa: BLE001 - whatever the scan would raise
+                unreadable[name] = module
+                break
+    return unreadable
+
+
+@contextlib.contextmanager
+def _hidden_from_module_scan(modules: dict[str, Any]) -> Iterator[None]:
+    """Take ``modules`` out of ``sys.modules`` for the scan, and put them back.
+
+    Nothing in them can be one of vLLM's kernels (reading them is what fails).
+    """
+    for name in modules:
+        sys.modules.pop(name, None)
+    try:
+        yield
+    finally:
+        for name, module in modules.items():
+            sys.modules.setdefault(name, module)
 
 
 def register_rejection_sampler_kernels() -> str:
