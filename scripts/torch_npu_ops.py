@@ -8,7 +8,7 @@ python scripts/torch_npu_ops.py --refresh   re-read the real schemas from the to
                                             rewrite the docs
 
 Found: ``torch_npu.<op>(...)``, ``torch_npu.atb.<op>(...)`` and ``torch.npu.<name>``
-anywhere, and the same through ``_torch_npu()`` / ``_npu()`` (accessors that import
+anywhere, and the same through ``torch_npu()`` / ``_npu()`` (accessors that import
 lazily), with the keyword arguments each call passes. The tests check that the
 torch_npu stand-in has every one of them and accepts those keywords
 (tests/test_torch_npu_ops.py), and that it conforms to the real op
@@ -52,9 +52,9 @@ class Use:
 
 
 def _is_torch_npu(node: ast.expr) -> bool:
-    """``torch_npu``, or ``_torch_npu()`` (an accessor that imports it lazily)."""
+    """``torch_npu``, or ``torch_npu()`` (an accessor that imports it lazily)."""
     if isinstance(node, ast.Call):
-        is_accessor = isinstance(node.func, ast.Name) and node.func.id == "_torch_npu"
+        is_accessor = isinstance(node.func, ast.Name) and node.func.id == "torch_npu"
         return is_accessor and not node.args
     return isinstance(node, ast.Name) and node.id == "torch_npu"
 

@@ -38,7 +38,7 @@ from vllm_npu.testing.sampling_reference import (
 )
 from vllm_npu.testing.session_calls import CALL_SPECS_ENV
 
-from .test_ascend_path import CLEAR_MARGIN, run_on_ascend_path
+from .test_ascend_path import clear_of_rounding, run_on_ascend_path
 
 pytestmark = pytest.mark.extended
 
@@ -92,11 +92,7 @@ def run_engine_jobs(
 
 
 def _clear(prompts: list[str], margins: list[float], count: int) -> list[str]:
-    clear = [
-        prompt for prompt, margin in zip(prompts, margins, strict=True) if margin > CLEAR_MARGIN
-    ]
-    assert len(clear) >= count, f"too few prompts with clear decisions: {margins}"
-    return clear[:count]
+    return clear_of_rounding(prompts, margins, count)[:count]
 
 
 @pytest.fixture(scope="module")

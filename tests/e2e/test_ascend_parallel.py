@@ -23,17 +23,15 @@ import pytest
 import torch
 
 from vllm_npu.testing import (
-    DEFAULT_PROMPTS,
     TinyModelSpec,
     hf_greedy_generate,
-    hf_greedy_margins,
 )
 
 from .test_ascend_path import (
     ASCEND_OPS,
-    CLEAR_MARGIN,
     MAX_NEW_TOKENS,
     _token_ids,
+    clear_greedy_prompts,
     generate_on_ascend_path,
     run_on_ascend_path,
 )
@@ -69,9 +67,7 @@ def dense_model(tiny_model_dir) -> Path:
 @pytest.fixture(scope="module")
 def dense_case(dense_model: Path) -> tuple[list[str], list[list[int]]]:
     """The prompts clear of float16 rounding and transformers' float16 tokens."""
-    margins = hf_greedy_margins(dense_model, DEFAULT_PROMPTS, MAX_NEW_TOKENS)
-    prompts = [p for p, m in zip(DEFAULT_PROMPTS, margins, strict=True) if m > CLEAR_MARGIN]
-    assert len(prompts) >= 6, f"too few prompts with clear greedy decisions: {margins}"
+    prompts = clear_greedy_prompts(dense_model)
     return prompts, hf_greedy_generate(dense_model, prompts, MAX_NEW_TOKENS, torch.float16)
 
 

@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,21 @@ CLEAR_MARGIN = 0.03
 """float32 logit gap between the best two tokens above which float16 implementations
 agree on the argmax (their rounding error on these models is about 1e-2)."""
 SCRIPT = Path(__file__).with_name("_generate_in_process.py")
+
+
+def clear_of_rounding(prompts: Sequence[str], margins: list[float], at_least: int) -> list[str]:
+    """The prompts whose decision margin is above ``CLEAR_MARGIN``; at least
+    ``at_least`` of them, or the test's model seed is a bad one."""
+    clear = [p for p, margin in zip(prompts, margins, strict=True) if margin > CLEAR_MARGIN]
+    assert len(clear) >= at_least, f"too few prompts with clear decisions: {margins}"
+    return clear
+
+
+def clear_greedy_prompts(model: Path) -> list[str]:
+    """The default prompts whose float32 greedy decisions over ``MAX_NEW_TOKENS`` are
+    clear of float16 rounding (at least six)."""
+    margins = hf_greedy_margins(model, DEFAULT_PROMPTS, MAX_NEW_TOKENS)
+    return clear_of_rounding(DEFAULT_PROMPTS, margins, 6)
 
 
 ASCEND_OPS = {
@@ -98,9 +114,7 @@ def test_greedy_matches_transformers_on_ascend_path(
     arch: str, tiny_model_dir, tmp_path: Path
 ) -> None:
     model = tiny_model_dir(TinyModelSpec(arch=arch))
-    margins = hf_greedy_margins(model, DEFAULT_PROMPTS, MAX_NEW_TOKENS)
-    prompts = [p for p, m in zip(DEFAULT_PROMPTS, margins, strict=True) if m > CLEAR_MARGIN]
-    assert len(prompts) >= 6, f"too few prompts with clear greedy decisions: {margins}"
+    prompts = clear_greedy_prompts(model)
     expected = hf_greedy_generate(model, prompts, MAX_NEW_TOKENS, dtype=torch.float16)
     call_log = tmp_path / "calls.txt"
 

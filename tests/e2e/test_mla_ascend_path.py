@@ -17,13 +17,16 @@ import pytest
 import torch
 
 from vllm_npu.testing import (
-    DEFAULT_PROMPTS,
     TinyModelSpec,
     hf_greedy_generate,
-    hf_greedy_margins,
 )
 
-from .test_ascend_path import CLEAR_MARGIN, MAX_NEW_TOKENS, _token_ids, generate_on_ascend_path
+from .test_ascend_path import (
+    MAX_NEW_TOKENS,
+    _token_ids,
+    clear_greedy_prompts,
+    generate_on_ascend_path,
+)
 
 REAL_MLA = {
     arch: TinyModelSpec(
@@ -51,9 +54,7 @@ def test_mla_real_dimensions_match_transformers_on_ascend_path(
     arch: str, tiny_model_dir, tmp_path: Path
 ) -> None:
     model = tiny_model_dir(REAL_MLA[arch])
-    margins = hf_greedy_margins(model, DEFAULT_PROMPTS, MAX_NEW_TOKENS)
-    prompts = [p for p, m in zip(DEFAULT_PROMPTS, margins, strict=True) if m > CLEAR_MARGIN]
-    assert len(prompts) >= 6, f"too few prompts with clear greedy decisions: {margins}"
+    prompts = clear_greedy_prompts(model)
     expected = hf_greedy_generate(model, prompts, MAX_NEW_TOKENS, dtype=torch.float16)
     call_log = tmp_path / "calls.txt"
 

@@ -14,11 +14,11 @@ with come from ``HostLengths``, built once per step on the host.
 from __future__ import annotations
 
 from functools import cache
-from types import ModuleType
 
 import torch
 from torch import Tensor
 
+from vllm_npu.attention._torch_npu import torch_npu
 from vllm_npu.attention.kernels._lengths import HostLengths
 
 BLOCK_SIZE = 128
@@ -51,7 +51,7 @@ def write_kv_cache(key: Tensor, value: Tensor, kv_cache: Tensor, slot_mapping: T
         )
     if num_tokens == 0:
         return
-    _torch_npu()._npu_reshape_and_cache(
+    torch_npu()._npu_reshape_and_cache(
         key=key.to(key_cache.dtype),
         value=value.to(value_cache.dtype),
         key_cache=key_cache,
@@ -131,7 +131,7 @@ def _decode(
     """One query token per request: ``_npu_paged_attention``; ``context_lens`` is a
     host int32 tensor, as the op requires."""
     attended = query.new_empty(*query.shape[:2], value_cache.shape[-1])
-    _torch_npu()._npu_paged_attention(
+    torch_npu()._npu_paged_attention(
         query=query.contiguous(),
         key_cache=key_cache,
         value_cache=value_cache,
@@ -157,7 +157,7 @@ def _fused(
     """Prefills, chunked prefills and mixed batches: the fused op, TND over the caches
     viewed as ``[num_blocks, block_size, num_kv_heads * head_size]``."""
     num_blocks, block_size, num_kv_heads = key_cache.shape[:3]
-    attended, _ = _torch_npu().npu_fused_infer_attention_score(
+    attended, _ = torch_npu().npu_fused_infer_attention_score(
         query.contiguous(),
         key_cache.view(num_blocks, block_size, -1),
         value_cache.view(num_blocks, block_size, -1),
@@ -202,12 +202,6 @@ def _has_ascend_layout(kv_cache: Tensor) -> bool:
         and kv_cache[0].is_contiguous()
         and kv_cache[1].is_contiguous()
     )
-
-
-def _torch_npu() -> ModuleType:
-    import torch_npu
-
-    return torch_npu
 
 
 class AscendKernels:

@@ -24,10 +24,11 @@ row: only these kernels read and write it).
 from __future__ import annotations
 
 from functools import cache
-from types import ModuleType
 
 import torch
 from torch import Tensor
+
+from vllm_npu.attention._torch_npu import torch_npu
 
 BLOCK_SIZE = 128
 """The latent cache block size (npu_multi_head_latent_attention: at most 128, 128 advised)."""
@@ -84,7 +85,7 @@ def write_latent_cache(
         )
     if num_tokens == 0:
         return
-    _torch_npu()._npu_reshape_and_cache(
+    torch_npu()._npu_reshape_and_cache(
         key=kv_c.reshape(num_tokens, 1, LATENT_DIM).to(latent.dtype),
         value=k_pe.reshape(num_tokens, 1, ROPE_DIM).to(rope.dtype),
         key_cache=latent,
@@ -140,7 +141,7 @@ def decode_attention(
     if num_reqs == 0:
         return query.new_zeros(0, num_heads, kv_lora_rank)
     q_nope, q_rope = query.to(latent.dtype).split([LATENT_DIM, ROPE_DIM], dim=-1)
-    attended = _torch_npu().atb.npu_multi_head_latent_attention(
+    attended = torch_npu().atb.npu_multi_head_latent_attention(
         q_nope.contiguous(),
         q_rope.contiguous(),
         latent,
@@ -177,7 +178,7 @@ def prefill_attention(
     query_ends = [end - first_query for end in query_start_loc[1:]]
     kv_ends = [end - first_kv for end in kv_start_loc[1:]]
     rows = slice(first_query, query_start_loc[-1])
-    attended, lse = _torch_npu().npu_fused_infer_attention_score(
+    attended, lse = torch_npu().npu_fused_infer_attention_score(
         query[rows].to(PREFILL_DTYPE).contiguous(),
         key[first_kv : kv_start_loc[-1]].to(PREFILL_DTYPE).contiguous(),
         value[first_kv : kv_start_loc[-1]].to(PREFILL_DTYPE).contiguous(),
@@ -206,12 +207,6 @@ def _causal_mask(device: torch.device) -> Tensor:
     """The 2048 x 2048 int8 mask, 1 above the diagonal: one per device, built once."""
     size = CAUSAL_MASK_SIZE
     return torch.ones(size, size, dtype=torch.int8, device=device).triu_(1)
-
-
-def _torch_npu() -> ModuleType:
-    import torch_npu
-
-    return torch_npu
 
 
 class AscendMLAKernels:
