@@ -52,6 +52,9 @@ def make_kv_cache(
     if layout == "contiguous":
         flat = torch.full((math.prod(shape),), math.nan, dtype=dtype)
         return flat.view(shape), flat
+    if layout == "token_major":  # vLLM's own: [blocks, block_size, kv_heads, dim] in memory
+        flat = torch.full((math.prod(shape),), math.nan, dtype=dtype)
+        return flat.view(num_blocks, block_size, kv_heads, dim).permute(0, 2, 1, 3), flat
     # Like vLLM's flat buffer: two caches interleaved, token-major; take the second.
     flat = torch.full((2 * math.prod(shape),), math.nan, dtype=dtype)
     physical = flat.view(num_blocks, 2, block_size, kv_heads, dim)
@@ -249,12 +252,33 @@ def test_prefix_reuse_reads_shared_blocks() -> None:
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_non_contiguous_kv_cache_view(dtype: torch.dtype) -> None:
-    batch = make_batch(SCENARIOS["mixed"], dtype=dtype, layout="strided")
+@pytest.mark.parametrize("scenario", ["decode", "mixed"])
+@pytest.mark.parametrize("sliding_window", [None, 7])
+def test_non_contiguous_kv_cache_view(
+    dtype: torch.dtype, scenario: str, sliding_window: int | None
+) -> None:
+    """Token-major, one of two caches interleaved in one buffer: blocks and offsets do
+    not merge into slots."""
+    batch = make_batch(SCENARIOS[scenario], dtype=dtype, layout="strided")
     assert not batch.kv_cache.is_contiguous()
-    check(batch)
+    assert _reference._slot_view(batch.kv_cache) is None
+    check(batch, sliding_window=sliding_window)
+    check(batch, logits_soft_cap=1.5, sliding_window=sliding_window)
     other_cache = batch.flat_buffer.view(batch.kv_cache.shape[0], 2, -1)[:, 0]
     assert other_cache.isnan().all(), "wrote outside the cache view"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("scenario", ["decode", "mixed"])
+@pytest.mark.parametrize("sliding_window", [None, 7])
+def test_token_major_kv_cache_is_read_by_slot(
+    dtype: torch.dtype, scenario: str, sliding_window: int | None
+) -> None:
+    """vLLM's own layout of our cache: its slots are rows of one view."""
+    batch = make_batch(SCENARIOS[scenario], dtype=dtype, layout="token_major")
+    assert _reference._slot_view(batch.kv_cache) is not None
+    check(batch, sliding_window=sliding_window)
+    check(batch, logits_soft_cap=1.5, sliding_window=sliding_window)
 
 
 @pytest.mark.parametrize("unused_entries", ["spare", "out_of_range"])
@@ -296,15 +320,25 @@ def test_decode_batch_is_one_batched_step(monkeypatch: pytest.MonkeyPatch) -> No
     assert calls == [64]
 
 
-def test_decode_plan_is_shared_by_the_layers_of_a_step() -> None:
-    """Layers given the step's HostLengths reuse its plan; another step's is not used."""
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64], ids=str)
+def test_decode_plan_is_shared_by_the_layers_of_a_step(
+    index_dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Layers given the step's HostLengths reuse its plan (the int32 index tensors
+    vLLM passes are converted anew in each call); another step's is not used."""
+    builds = []
+    plan = _reference._DecodePlan
+    monkeypatch.setattr(
+        _reference, "_DecodePlan", lambda **fields: builds.append(1) or plan(**fields)
+    )
     reqs = [Req(n % 40 + 1, 1) for n in range(8)]
     for step in range(2):
-        batch = make_batch([Req(r.seq_len + step * 9, 1) for r in reqs])
+        batch = make_batch([Req(r.seq_len + step * 9, 1) for r in reqs], index_dtype=index_dtype)
         lengths = HostLengths.from_host(batch.query_start_loc, batch.seq_lens)
         for layer_scale in (0.25, 0.5):
             check(batch, scale=layer_scale, host_lengths=lengths)
             check(batch, scale=layer_scale, host_lengths=lengths, sliding_window=5)
+    assert len(builds) == 4, "one plan per step and sliding window, not per layer"
     assert any(entry[0] is lengths for entry in _reference._PLANS.values())
 
 
@@ -329,7 +363,7 @@ def test_empty_batch_leaves_output() -> None:
     assert (output == SENTINEL).all()
 
 
-@pytest.mark.parametrize("layout", ["contiguous", "strided"])
+@pytest.mark.parametrize("layout", ["contiguous", "strided", "token_major"])
 @pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64], ids=str)
 @pytest.mark.parametrize("src_dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("cache_dtype", DTYPES, ids=str)

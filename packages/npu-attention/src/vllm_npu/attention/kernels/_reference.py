@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from vllm_npu.attention.kernels._lengths import HostLengths
@@ -36,12 +37,41 @@ def write_kv_cache(key: Tensor, value: Tensor, kv_cache: Tensor, slot_mapping: T
             f"slot_mapping has {slot_mapping.shape[0]} entries for {num_tokens} tokens"
         )
     slots = slot_mapping[:num_tokens].to(device=kv_cache.device, dtype=torch.long)
-    is_real = slots >= 0
-    slots = slots[is_real]
+    if bool((slots < 0).any()):
+        is_real = slots >= 0
+        slots, key, value = slots[is_real], key[is_real], value[is_real]
+    slot_view = _slot_view(kv_cache)
+    if slot_view is not None:  # one row per slot: K and V side by side, one copy
+        slot_view.index_copy_(0, slots, torch.cat((key, value), dim=-1).to(kv_cache.dtype))
+        return
     block_size = kv_cache.shape[2]
     block_ids, offsets = slots // block_size, slots % block_size
-    kv_cache[block_ids, :, offsets, :head_size_k] = key[is_real].to(kv_cache.dtype)
-    kv_cache[block_ids, :, offsets, head_size_k:] = value[is_real].to(kv_cache.dtype)
+    kv_cache[block_ids, :, offsets, :head_size_k] = key.to(kv_cache.dtype)
+    kv_cache[block_ids, :, offsets, head_size_k:] = value.to(kv_cache.dtype)
+
+
+def _slot_view(kv_cache: Tensor) -> Tensor | None:
+    """``kv_cache`` as ``[num_blocks * block_size, num_kv_heads, dim]`` (slot ``s`` at
+    row ``s``) without a copy, where its blocks and offsets merge into one dim (vLLM's
+    token-major layouts); else None."""
+    num_blocks, num_kv_heads, block_size, dim = kv_cache.shape
+    stride_block, stride_head, stride_pos, stride_dim = kv_cache.stride()
+    if num_blocks > 1 and stride_block != block_size * stride_pos:
+        return None
+    return kv_cache.as_strided(
+        (num_blocks * block_size, num_kv_heads, dim),
+        (stride_pos, stride_head, stride_dim),
+        kv_cache.storage_offset(),
+    )
+
+
+def _gather_slots(kv_cache: Tensor, slots: Tensor) -> Tensor:
+    """The K and V rows at ``slots``: ``[len(slots), num_kv_heads, dim]``, a new tensor."""
+    slot_view = _slot_view(kv_cache)
+    if slot_view is not None:
+        return slot_view.index_select(0, slots)
+    block_size = kv_cache.shape[2]
+    return kv_cache[slots // block_size, :, slots % block_size]
 
 
 def paged_attention(
@@ -71,9 +101,9 @@ def paged_attention(
 
     Writes ``[num_tokens, num_heads, head_size_v]`` into ``output`` (rows past
     ``query_start_loc[-1]`` are left as they are) and returns it. Computes in
-    float32. A batch of one query per request attends over the cache blocks as they
-    lie (``_decode``); any other is padded to ``max_query_len`` queries and
-    ``max_seq_len`` keys and computed together; above ``CHUNK_BUDGET_BYTES`` in
+    float32. A batch of one query per request gathers its contexts by slot and takes
+    PyTorch's fused attention (``_decode``); any other is padded to ``max_query_len``
+    queries and ``max_seq_len`` keys and computed together; above ``CHUNK_BUDGET_BYTES`` in
     chunks of requests. Passing both maxima avoids reading them back from the index
     tensors. ``host_lengths`` (the same lengths on the host, built once per step)
     identifies the step: the layers of one step share the decode batch's index work.
@@ -146,16 +176,15 @@ class _DecodePlan:
     """The index work of a decode batch that depends only on its lengths and block
     table, the same for every layer of a step."""
 
-    blocks: Tensor
-    """Flat block ids to gather, ``[num_reqs * num_blocks]`` (block 0 for padding)."""
-    padding: tuple[Tensor, Tensor]
-    """(request, block column) of each padding block."""
-    tail: tuple[Tensor, Tensor, Tensor]
-    """(request, block column, offset) of each position past the end of a used block."""
-    hidden: Tensor
-    """``[num_reqs, num_blocks * block_size]``: the keys each request's query must not
-    see (past its end, or out of the sliding window)."""
+    slots: Tensor
+    """``[num_reqs * context_len]``: the cache slot of each context position read.
+    Positions a query must not see read its last token, so every value read is one
+    the cache holds (unwritten memory may be NaN, and 0 * NaN is NaN)."""
+    visible: Tensor
+    """``[num_reqs, 1, 1, context_len]``: the positions each query sees."""
     rows: Tensor
+    """``[num_reqs]``: the query (and output) row of each request."""
+    context_len: int
 
 
 _PLANS: OrderedDict[tuple[Any, ...], tuple[HostLengths, _DecodePlan]] = OrderedDict()
@@ -175,12 +204,12 @@ def _decode_plan(
     step: tuple[HostLengths | None, int],
 ) -> _DecodePlan:
     host_lengths, first = step
+    # Not the index tensors' addresses: paged_attention converts them to int64 anew in
+    # each call. The step's HostLengths (kept alive by its entry) names the step.
     key = (
         id(host_lengths),
         first,
-        block_table.data_ptr(),
         tuple(block_table.shape),
-        seq_lens.data_ptr(),
         block_size,
         max_seq_len,
         sliding_window,
@@ -190,26 +219,20 @@ def _decode_plan(
         if cached is not None and cached[0] is host_lengths:
             _PLANS.move_to_end(key)
             return cached[1]
-    num_blocks = -(-max_seq_len // block_size)
-    blocks = block_table[:, :num_blocks]
-    num_used_blocks = (seq_lens + block_size - 1) // block_size
-    block_cols = torch.arange(num_blocks, device=blocks.device)
-    blocks = torch.where(block_cols < num_used_blocks[:, None], blocks, 0)
-    padding = (block_cols >= num_used_blocks[:, None]).nonzero()
-    offsets = torch.arange(block_size, device=blocks.device)
-    tail = offsets >= seq_lens[:, None] - (num_used_blocks[:, None] - 1) * block_size
-    tail = (tail & (seq_lens > 0)[:, None]).nonzero()
-    positions = torch.arange(num_blocks * block_size, device=blocks.device)
+    # A query sees the last ``sliding_window`` positions of its context (or all).
+    context_len = max_seq_len if sliding_window is None else min(max_seq_len, sliding_window)
     last = (seq_lens - 1)[:, None]
-    visible = positions <= last
+    positions = torch.arange(context_len, device=seq_lens.device)
     if sliding_window is not None:
-        visible &= positions > last - sliding_window
+        positions = positions + (last - sliding_window + 1).clamp(min=0)
+    visible = positions <= last
+    read = torch.where(visible, positions, last.clamp(min=0))
+    slots = block_table.gather(1, read // block_size) * block_size + read % block_size
     plan = _DecodePlan(
-        blocks=blocks.flatten(),
-        padding=(padding[:, 0], padding[:, 1]),
-        tail=(tail[:, 0], num_used_blocks[tail[:, 0]] - 1, tail[:, 1]),
-        hidden=~visible,
+        slots=slots.flatten(),
+        visible=visible[:, None, None],
         rows=query_rows.to(torch.long),
+        context_len=context_len,
     )
     if host_lengths is not None:
         _PLANS[key] = (host_lengths, plan)
@@ -233,18 +256,18 @@ def _decode(
     step: tuple[HostLengths | None, int] = (None, 0),
 ) -> None:
     """One query token per request (row ``query_rows[i]`` of request ``i``), attended
-    over its whole context; writes those rows of ``output``.
+    over its whole context (its window, with a sliding window); writes those rows of
+    ``output``.
 
-    Reads the context blocks as they lie in the cache (one gather, no re-layout): the
-    scores of each block come from a matmul batched over (request, block, KV head),
-    the softmax spans all blocks of a request, and the per-block weighted values are
-    summed. Same math as ``_attend`` with one query, in float32.
+    Gathers the context positions by slot into ``[reqs, kv_heads, context_len, dim]``
+    (one index_select where the cache's layout allows) and attends with PyTorch's
+    fused attention (scaled_dot_product_attention, grouped query heads), or, with a
+    soft cap, with one batched matmul per product. Same math as ``_attend`` with one
+    query, in float32.
     """
     num_reqs = seq_lens.shape[0]
-    num_kv_heads, block_size, dim = kv_cache.shape[1:]
+    num_kv_heads, block_size = kv_cache.shape[1], kv_cache.shape[2]
     num_heads, head_size_k = query.shape[1], query.shape[2]
-    group = num_heads // num_kv_heads
-    num_blocks = -(-max_seq_len // block_size)
     plan = _decode_plan(
         block_table,
         query_rows,
@@ -255,34 +278,30 @@ def _decode(
         step=step,
     )
     context = (
-        kv_cache.index_select(0, plan.blocks)
-        .view(num_reqs, num_blocks, num_kv_heads, block_size, dim)
+        _gather_slots(kv_cache, plan.slots)
+        .view(num_reqs, plan.context_len, num_kv_heads, -1)
+        .transpose(1, 2)
         .float()
     )
     keys, values = context[..., :head_size_k], context[..., head_size_k:]
-    # Values past seq_len may be NaN (unwritten memory, or block 0 read for padding):
-    # their scores are masked below, but 0 * NaN would reach the output. Zeroed are
-    # whole padding blocks, then the tail of each request's last block.
-    if plan.padding[0].shape[0]:
-        values[plan.padding] = 0.0
-    if plan.tail[0].shape[0]:
-        tail_reqs, tail_blocks, tail_offsets = plan.tail
-        values[tail_reqs, tail_blocks, :, tail_offsets] = 0.0
-
     queries = query.index_select(0, plan.rows).float()
-    queries = queries.view(num_reqs, 1, num_kv_heads, group, -1)
-    # [reqs, blocks, kv_heads, group, block_size]
-    scores = torch.matmul(queries, keys.transpose(-1, -2)).mul_(scale)
     if logits_soft_cap:
+        # [reqs, kv_heads, group, context_len]: query head h reads KV head h // group.
+        queries = queries.view(num_reqs, num_kv_heads, -1, head_size_k)
+        scores = torch.matmul(queries, keys.transpose(-1, -2)).mul_(scale)
         scores = torch.tanh(scores / logits_soft_cap).mul_(logits_soft_cap)
-    scores = scores.permute(0, 2, 3, 1, 4).reshape(num_reqs, num_kv_heads, group, -1)
-    scores.masked_fill_(plan.hidden[:, None, None], float("-inf"))
-    probs = torch.softmax(scores, dim=-1).view(
-        num_reqs, num_kv_heads, group, num_blocks, block_size
-    )
-    weighted = torch.matmul(probs.permute(0, 3, 1, 2, 4), values)  # [reqs, blocks, kv, g, d]
-    attended = weighted.sum(dim=1).view(num_reqs, num_heads, -1)
-    output.index_copy_(0, plan.rows, attended.to(output.dtype))
+        scores.masked_fill_(~plan.visible, float("-inf"))
+        attended = torch.matmul(torch.softmax(scores, dim=-1), values)
+    else:
+        attended = F.scaled_dot_product_attention(
+            queries.view(num_reqs, num_heads, 1, head_size_k),
+            keys,
+            values,
+            attn_mask=plan.visible,
+            scale=scale,
+            enable_gqa=num_heads != num_kv_heads,
+        )
+    output.index_copy_(0, plan.rows, attended.reshape(num_reqs, num_heads, -1).to(output.dtype))
 
 
 def _gather_context(
