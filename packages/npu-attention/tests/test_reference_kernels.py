@@ -254,31 +254,23 @@ def test_prefix_reuse_reads_shared_blocks() -> None:
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("scenario", ["decode", "mixed"])
 @pytest.mark.parametrize("sliding_window", [None, 7])
+@pytest.mark.parametrize(
+    ("layout", "by_slot"),
+    # vLLM's own layout of our cache, whose slots are rows of one view; and token-major
+    # with two caches interleaved in one buffer, whose blocks and offsets do not merge.
+    [("token_major", True), ("strided", False)],
+)
 def test_non_contiguous_kv_cache_view(
-    dtype: torch.dtype, scenario: str, sliding_window: int | None
+    dtype: torch.dtype, scenario: str, sliding_window: int | None, layout: str, by_slot: bool
 ) -> None:
-    """Token-major, one of two caches interleaved in one buffer: blocks and offsets do
-    not merge into slots."""
-    batch = make_batch(SCENARIOS[scenario], dtype=dtype, layout="strided")
+    batch = make_batch(SCENARIOS[scenario], dtype=dtype, layout=layout)
     assert not batch.kv_cache.is_contiguous()
-    assert _reference._slot_view(batch.kv_cache) is None
+    assert (_reference._slot_view(batch.kv_cache) is not None) == by_slot
     check(batch, sliding_window=sliding_window)
     check(batch, logits_soft_cap=1.5, sliding_window=sliding_window)
-    other_cache = batch.flat_buffer.view(batch.kv_cache.shape[0], 2, -1)[:, 0]
-    assert other_cache.isnan().all(), "wrote outside the cache view"
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("scenario", ["decode", "mixed"])
-@pytest.mark.parametrize("sliding_window", [None, 7])
-def test_token_major_kv_cache_is_read_by_slot(
-    dtype: torch.dtype, scenario: str, sliding_window: int | None
-) -> None:
-    """vLLM's own layout of our cache: its slots are rows of one view."""
-    batch = make_batch(SCENARIOS[scenario], dtype=dtype, layout="token_major")
-    assert _reference._slot_view(batch.kv_cache) is not None
-    check(batch, sliding_window=sliding_window)
-    check(batch, logits_soft_cap=1.5, sliding_window=sliding_window)
+    if layout == "strided":
+        other_cache = batch.flat_buffer.view(batch.kv_cache.shape[0], 2, -1)[:, 0]
+        assert other_cache.isnan().all(), "wrote outside the cache view"
 
 
 @pytest.mark.parametrize("unused_entries", ["spare", "out_of_range"])
