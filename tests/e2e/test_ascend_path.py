@@ -109,7 +109,7 @@ def _token_ids(output: str) -> list[list[int]]:
     return json.loads(line.removeprefix("RESULT "))
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("arch", ["llama", pytest.param("qwen2", marks=pytest.mark.extended)])
 def test_greedy_matches_transformers_on_ascend_path(
     arch: str, tiny_model_dir, tmp_path: Path
 ) -> None:

@@ -25,7 +25,7 @@ def _counter(llm: Any, name: str) -> float:
     "spec",
     [
         TinyModelSpec(arch="llama"),
-        TinyModelSpec(arch="qwen2"),
+        pytest.param(TinyModelSpec(arch="qwen2"), marks=pytest.mark.extended),
         pytest.param(
             TinyModelSpec(arch="qwen2", sliding_window=8),
             marks=pytest.mark.support("sliding_window", "host"),

@@ -44,7 +44,14 @@ MOE_OPS = {
 }
 
 
-@pytest.mark.parametrize("arch", ["mixtral", "qwen3_moe", "glm4_moe"])
+@pytest.mark.parametrize(
+    "arch",
+    [
+        pytest.param("mixtral", marks=pytest.mark.extended),
+        "qwen3_moe",
+        pytest.param("glm4_moe", marks=pytest.mark.extended),
+    ],
+)
 @pytest.mark.support("moe", "host")
 def test_moe_greedy_matches_transformers(arch: str, tiny_model_dir) -> None:
     model = tiny_model_dir(TinyModelSpec(arch=arch))

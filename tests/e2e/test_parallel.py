@@ -57,7 +57,10 @@ def test_single_rank_matches_transformers(
     "parallel",
     [
         pytest.param({"tensor_parallel_size": 2}, marks=pytest.mark.support("tp", "host")),
-        pytest.param({"pipeline_parallel_size": 2}, marks=pytest.mark.support("pp", "host")),
+        pytest.param(
+            {"pipeline_parallel_size": 2},
+            marks=(pytest.mark.support("pp", "host"), pytest.mark.extended),
+        ),
     ],
     ids=["tensor-parallel-2", "pipeline-parallel-2"],
 )

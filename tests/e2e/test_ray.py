@@ -93,6 +93,7 @@ class TestOneNode:
         assert generated == transformers_tokens
 
 
+@pytest.mark.extended
 @pytest.mark.support("ray", "host")
 def test_two_nodes_tensor_parallel_and_a_dead_worker(
     model: Path, transformers_tokens: list[list[int]]
