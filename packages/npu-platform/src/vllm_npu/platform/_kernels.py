@@ -34,24 +34,22 @@ def compute_slot_mapping(
     )
     positions = positions_ptr[:total].to(torch.int64)
 
+    virtual_block_size = KV_CACHE_BLOCK_SIZE * TOTAL_CP_WORLD_SIZE
+    virtual_block_index = positions // virtual_block_size
+    virtual_offset = positions % virtual_block_size
     flat_block_table = block_table_ptr.reshape(-1)
-    if TOTAL_CP_WORLD_SIZE == 1:  # every token's KV is local: fewer ops per step
-        block_index, offset = positions // KV_CACHE_BLOCK_SIZE, positions % KV_CACHE_BLOCK_SIZE
-        block_numbers = flat_block_table[req_of_token * block_table_stride + block_index]
-        slots = block_numbers.to(torch.int64) * KV_CACHE_BLOCK_SIZE + offset
+    block_numbers = flat_block_table[
+        req_of_token * block_table_stride + virtual_block_index
+    ].to(torch.int64)
+    if TOTAL_CP_WORLD_SIZE == 1:  # every token's KV is local: no sharding ops per step
+        slots = block_numbers * KV_CACHE_BLOCK_SIZE + virtual_offset
     else:
-        virtual_block_size = KV_CACHE_BLOCK_SIZE * TOTAL_CP_WORLD_SIZE
-        virtual_block_index = positions // virtual_block_size
-        virtual_offset = positions % virtual_block_size
         is_local = (
             virtual_offset // CP_KV_CACHE_INTERLEAVE_SIZE
         ) % TOTAL_CP_WORLD_SIZE == TOTAL_CP_RANK
         local_offset = (
             virtual_offset // (TOTAL_CP_WORLD_SIZE * CP_KV_CACHE_INTERLEAVE_SIZE)
         ) * CP_KV_CACHE_INTERLEAVE_SIZE + virtual_offset % CP_KV_CACHE_INTERLEAVE_SIZE
-        block_numbers = flat_block_table[
-            req_of_token * block_table_stride + virtual_block_index
-        ].to(torch.int64)
         slots = block_numbers * KV_CACHE_BLOCK_SIZE + local_offset
         slots = torch.where(is_local, slots, torch.full_like(slots, PAD_ID))
     slot_mapping_ptr[:total] = slots.to(slot_mapping_ptr.dtype)

@@ -184,7 +184,6 @@ class _DecodePlan:
     """``[num_reqs, 1, 1, context_len]``: the positions each query sees."""
     rows: Tensor
     """``[num_reqs]``: the query (and output) row of each request."""
-    context_len: int
 
 
 _PLANS: OrderedDict[tuple[Any, ...], tuple[HostLengths, _DecodePlan]] = OrderedDict()
@@ -232,7 +231,6 @@ def _decode_plan(
         slots=slots.flatten(),
         visible=visible[:, None, None],
         rows=query_rows.to(torch.long),
-        context_len=context_len,
     )
     if host_lengths is not None:
         _PLANS[key] = (host_lengths, plan)
@@ -279,7 +277,7 @@ def _decode(
     )
     context = (
         _gather_slots(kv_cache, plan.slots)
-        .view(num_reqs, plan.context_len, num_kv_heads, -1)
+        .view(num_reqs, plan.visible.shape[-1], num_kv_heads, -1)
         .transpose(1, 2)
         .float()
     )
