@@ -70,6 +70,7 @@ def instrument(timers: SelfTimers) -> None:
 
     from vllm_npu.attention.backend import NPUAttentionImpl, NPUAttentionMetadataBuilder
     from vllm_npu.worker.host_model_runner import HostModelRunner
+    from vllm_npu.worker.packed_linear import PackedLinearMethod
 
     wrapped: list[tuple[type, str, str]] = [
         (EngineCore, "step", "other"),
@@ -77,6 +78,7 @@ def instrument(timers: SelfTimers) -> None:
         (NPUAttentionImpl, "forward", "attention"),
         (NPUAttentionImpl, "do_kv_cache_update", "attention"),
         (UnquantizedLinearMethod, "apply", "linear layers"),
+        (PackedLinearMethod, "apply", "linear layers"),
         (UnquantizedEmbeddingMethod, "apply", "linear layers"),
         (Sampler, "forward", "sampler"),
         (Scheduler, "schedule", "scheduling and metadata"),

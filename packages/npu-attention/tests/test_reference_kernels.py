@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from vllm_npu.attention import kernels
-from vllm_npu.attention.kernels import HostLengths, _reference
+from vllm_npu.attention.kernels import HostLengths, _reference, _reference_decode
 from vllm_npu.attention.kernels._reference import paged_attention, write_kv_cache
 from vllm_npu.platform.kernel_sets import KernelSets
 
@@ -176,35 +176,42 @@ def naive_attention(
 def check(
     batch: Batch, scale: float = 0.25, pass_maxima: bool = True, **options
 ) -> Tensor:
-    """Write the batch's new tokens, attend, and compare with the naive attention."""
+    """Write the batch's new tokens, attend, and compare with the naive attention:
+    once as given and, unless ``host_lengths`` is given, once more with the batch's
+    lengths on the host (which the decode path groups requests by)."""
     write_kv_cache(batch.key, batch.value, batch.kv_cache, batch.slot_mapping)
-    output = torch.full(batch.query.shape, SENTINEL, dtype=batch.query.dtype)
     if pass_maxima:
         options["max_query_len"] = max(r.query_len for r in batch.reqs)
         options["max_seq_len"] = max(r.seq_len for r in batch.reqs)
-    result = paged_attention(
-        batch.query,
-        batch.kv_cache,
-        batch.block_table,
-        batch.query_start_loc,
-        batch.seq_lens,
-        scale=scale,
-        output=output,
-        **options,
-    )
-    assert result is output
-    assert (output[batch.num_tokens :] == SENTINEL).all(), "padding rows were written"
-    actual = output[: batch.num_tokens].float()
     expected = naive_attention(
         batch,
         scale,
         options.get("sliding_window"),
         options.get("logits_soft_cap"),
     )
-    # Not torch.testing.assert_close: its first use costs seconds of imports.
-    max_error = (actual - expected).abs().nan_to_num(math.inf).max().item()
-    tol = TOLERANCES[batch.query.dtype]
-    assert torch.allclose(actual, expected, atol=tol, rtol=tol), f"error {max_error}"
+    variants = [options]
+    if "host_lengths" not in options:
+        lengths = HostLengths.from_host(batch.query_start_loc, batch.seq_lens)
+        variants.append({**options, "host_lengths": lengths})
+    for variant in variants:
+        output = torch.full(batch.query.shape, SENTINEL, dtype=batch.query.dtype)
+        result = paged_attention(
+            batch.query,
+            batch.kv_cache,
+            batch.block_table,
+            batch.query_start_loc,
+            batch.seq_lens,
+            scale=scale,
+            output=output,
+            **variant,
+        )
+        assert result is output
+        assert (output[batch.num_tokens :] == SENTINEL).all(), "padding rows were written"
+        actual = output[: batch.num_tokens].float()
+        # Not torch.testing.assert_close: its first use costs seconds of imports.
+        max_error = (actual - expected).abs().nan_to_num(math.inf).max().item()
+        tol = TOLERANCES[batch.query.dtype]
+        assert torch.allclose(actual, expected, atol=tol, rtol=tol), f"error {max_error}"
     return actual
 
 
@@ -265,7 +272,7 @@ def test_non_contiguous_kv_cache_view(
 ) -> None:
     batch = make_batch(SCENARIOS[scenario], dtype=dtype, layout=layout)
     assert not batch.kv_cache.is_contiguous()
-    assert (_reference._slot_view(batch.kv_cache) is not None) == by_slot
+    assert (_reference_decode.slot_view(batch.kv_cache) is not None) == by_slot
     check(batch, sliding_window=sliding_window)
     check(batch, logits_soft_cap=1.5, sliding_window=sliding_window)
     if layout == "strided":
@@ -299,17 +306,60 @@ def test_requests_split_into_chunks_over_budget(
     check(make_batch(SCENARIOS[scenario]), sliding_window=7)
 
 
-def test_decode_batch_is_one_batched_step(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_decode_batch_is_one_call(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    decode = _reference._decode
+    decode = _reference.decode
 
-    def counting_decode(*args, **kwargs) -> None:
-        calls.append(len(args[4]))  # the chunk's seq_lens: one per request
-        decode(*args, **kwargs)
+    def counting_decode(query, kv_cache, plan, **kwargs) -> None:
+        calls.append(sum(group.num_reqs for group in plan.groups))
+        decode(query, kv_cache, plan, **kwargs)
 
-    monkeypatch.setattr(_reference, "_decode", counting_decode)
+    monkeypatch.setattr(_reference, "decode", counting_decode)
     check(make_batch([Req(n % 40 + 1, 1) for n in range(64)]))
-    assert calls == [64]
+    assert calls == [64, 64]  # without and with host lengths
+
+
+@pytest.mark.parametrize("layout", ["token_major", "strided"])
+@pytest.mark.parametrize("options", [{}, {"sliding_window": 7}, {"logits_soft_cap": 1.5}])
+def test_decode_groups_requests_by_context_length(
+    monkeypatch: pytest.MonkeyPatch, layout: str, options: dict
+) -> None:
+    """With group overhead 0 each context length gets a group of its own (padded to
+    nothing); results stay those of the naive attention, whatever the order of the
+    requests in the batch."""
+    monkeypatch.setattr(_reference_decode, "GROUP_OVERHEAD_ELEMENTS", 0)
+    groups = []
+    group = _reference_decode._Group
+    monkeypatch.setattr(
+        _reference_decode, "_Group", lambda **fields: groups.append(fields) or group(**fields)
+    )
+    lengths = [33, 1, 70, 9, 33, 16, 70, 2]
+    batch = make_batch([Req(n, 1) for n in lengths], layout=layout)
+    host_lengths = HostLengths.from_host(batch.query_start_loc, batch.seq_lens)
+    check(batch, host_lengths=host_lengths, **options)
+    window = options.get("sliding_window") or max(lengths)
+    distinct = sorted({min(n, window) for n in lengths}, reverse=True)
+    by_group = [
+        [min(n, window) for n in lengths if min(n, window) == length] for length in distinct
+    ]
+    assert [fields["num_reqs"] for fields in groups] == [len(g) for g in by_group]
+
+
+def test_group_split_spares_padding_worth_a_group() -> None:
+    """The benchmark's mix of contexts (11 to 207 positions) is cut where the padding
+    spared outweighs a group's overhead, never into more groups than lengths."""
+    lengths = sorted(
+        (n + 32 for n in [11, 18, 25, 24, 25, 44, 45, 67, 98, 174, 15, 54, 12, 19, 26, 25]
+         * 2),
+        reverse=True,
+    )
+    bounds = _reference_decode._split(lengths, 2 * 128, lambda length: 1000)
+    padded = sum((end - start) * lengths[start] for start, end in bounds)
+    assert 1 < len(bounds) < len(set(lengths))
+    assert padded < 0.6 * len(lengths) * lengths[0]
+    assert [start for start, _ in bounds[1:]] == [end for _, end in bounds[:-1]]
+    assert _reference_decode._split(lengths, 2 * 128, lambda length: 3)[0] == (0, 2)
+    assert _reference_decode._split([5, 5, 5], 1, lambda length: 1000) == [(0, 3)]
 
 
 @pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64], ids=str)
@@ -319,9 +369,9 @@ def test_decode_plan_is_shared_by_the_layers_of_a_step(
     """Layers given the step's HostLengths reuse its plan (the int32 index tensors
     vLLM passes are converted anew in each call); another step's is not used."""
     builds = []
-    plan = _reference._DecodePlan
+    plan = _reference_decode._DecodePlan
     monkeypatch.setattr(
-        _reference, "_DecodePlan", lambda **fields: builds.append(1) or plan(**fields)
+        _reference_decode, "_DecodePlan", lambda **fields: builds.append(1) or plan(**fields)
     )
     reqs = [Req(n % 40 + 1, 1) for n in range(8)]
     for step in range(2):
@@ -331,12 +381,12 @@ def test_decode_plan_is_shared_by_the_layers_of_a_step(
             check(batch, scale=layer_scale, host_lengths=lengths)
             check(batch, scale=layer_scale, host_lengths=lengths, sliding_window=5)
     assert len(builds) == 4, "one plan per step and sliding window, not per layer"
-    assert any(entry[0] is lengths for entry in _reference._PLANS.values())
+    assert any(entry[0] is lengths for entry in _reference_decode._PLANS.values())
 
 
 def test_mixed_batch_takes_the_padded_path(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    monkeypatch.setattr(_reference, "_decode", lambda *args, **kwargs: calls.append(1))
+    monkeypatch.setattr(_reference, "decode", lambda *args, **kwargs: calls.append(1))
     check(make_batch(SCENARIOS["mixed"]))
     assert calls == []
 

@@ -202,25 +202,43 @@ def test_kernel_set_is_chosen_when_the_op_is_built(
     assert (on_ascend.kernel_set, on_reference.kernel_set) == ("ascend", "reference")
 
 
-def test_reference_set_runs_vllms_native_code(reference: Counter[str]) -> None:
-    norm = rms_norm(64, torch.bfloat16)
-    x, residual = torch.randn(2, 5, 64, dtype=torch.bfloat16).unbind(0)
-    assert torch.equal(norm.forward_oot(x), norm.forward_native(x))
-    assert_same(
-        norm.forward_oot(x.clone(), residual.clone()),
-        norm.forward_native(x.clone(), residual.clone()),
-    )
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_reference_set_computes_vllms_native_bits(
+    reference: Counter[str], dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the host the ops run the reference kernels where those are native's arithmetic
+    in fewer ops (float32 RMSNorm, neox rotary), else native: the same bits either way."""
+    from vllm_npu.worker import custom_ops
 
-    rotary = rope(64, 32, torch.bfloat16)
-    query, key = qkv_split(5, 4, 2, 64, torch.bfloat16)
-    positions = torch.randint(0, 256, (5,))
-    assert_same(
-        rotary.forward_oot(positions, query, key), rotary.forward_native(positions, query, key)
-    )
-
-    x = torch.randn(5, 32, dtype=torch.bfloat16)
-    assert torch.equal(SiluAndMul().forward_oot(x), SiluAndMul.forward_native(x))
+    used = Counter()
+    for name in ("rms_norm", "fused_add_rms_norm", "rotary_embedding_neox"):
+        op = getattr(custom_ops.REFERENCE_LAYER_KERNELS, name)
+        monkeypatch.setattr(
+            custom_ops.REFERENCE_LAYER_KERNELS,
+            name,
+            lambda *args, _op=op, _name=name: used.update([_name]) or _op(*args),
+        )
+    for tokens in (1, 5, 33):
+        norm = rms_norm(64, dtype)
+        x, residual = (torch.randn(2, tokens, 64) * 4).to(dtype).unbind(0)
+        assert torch.equal(norm.forward_oot(x), norm.forward_native(x))
+        assert_same(
+            norm.forward_oot(x.clone(), residual.clone()),
+            norm.forward_native(x.clone(), residual.clone()),
+        )
+        for head_size, rotary_dim in ((64, 64), (64, 32)):
+            rotary = rope(head_size, rotary_dim, dtype)
+            query, key = qkv_split(tokens, 4, 2, head_size, dtype)
+            positions = torch.randint(0, 256, (tokens,))
+            assert_same(
+                rotary.forward_oot(positions, query, key),
+                rotary.forward_native(positions, query, key),
+            )
+        x = torch.randn(tokens, 32, dtype=dtype)
+        assert torch.equal(SiluAndMul().forward_oot(x), SiluAndMul.forward_native(x))
     assert not npu_calls_made(reference)
+    norms = {"rms_norm": 3, "fused_add_rms_norm": 3} if dtype == torch.float32 else {}
+    assert used == {**norms, "rotary_embedding_neox": 6}
 
 
 def npu_calls_made(calls: Counter[str]) -> int:

@@ -4,16 +4,19 @@
 every ``RMSNorm(...)``, ``RotaryEmbedding(...)`` and ``SiluAndMul(...)`` a model builds
 is one of ours. Each op picks its kernel set once, when built: on a device backend
 whose kernel set is "ascend" it calls torch_npu's fused ops, on any other (the host
-backend's "reference") it runs vLLM's native PyTorch code. vLLM calls ``forward_oot``
-only for an enabled op: the platform enables them with ``"+" + name`` for each name in
-``CUSTOM_OP_NAMES`` in ``compilation_config.custom_ops``. The torch_npu calls are
-the "ascend" layer kernel set of ``vllm_npu.worker.kernels``.
+backend's "reference") the reference layer kernels where they are bit for bit vLLM's
+native code in fewer ops (float32 RMSNorm, neox rotary embedding; eager mode: a
+compiled graph keeps the native code for inductor to fuse), else vLLM's native code.
+vLLM calls ``forward_oot`` only for an enabled op: the platform enables them with
+``"+" + name`` for each name in ``CUSTOM_OP_NAMES`` in ``compilation_config.custom_ops``.
+The torch_npu calls are the "ascend" layer kernel set of ``vllm_npu.worker.kernels``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 from vllm.logger import init_logger
 from vllm.model_executor.custom_op import CustomOp, op_registry_oot
@@ -44,6 +47,7 @@ def current_kernel_set() -> str:
 
 
 ASCEND_LAYER_KERNELS: LayerKernels = get_layer_kernels(ASCEND_KERNEL_SET)
+REFERENCE_LAYER_KERNELS: LayerKernels = get_layer_kernels(REFERENCE_KERNEL_SET)
 
 
 class NPURMSNorm(RMSNorm):
@@ -61,6 +65,19 @@ class NPURMSNorm(RMSNorm):
         self, x: Tensor, residual: Tensor | None = None
     ) -> Tensor | tuple[Tensor, Tensor]:
         if not self._fused:
+            if (
+                x.dtype == torch.float32
+                and self.weight.dtype == torch.float32
+                and self.variance_size_override is None
+                and not torch.compiler.is_compiling()
+            ):
+                # The reference op is native's float32 arithmetic in one call.
+                weight = self.weight.data
+                if residual is None:
+                    return REFERENCE_LAYER_KERNELS.rms_norm(x, weight, self.variance_epsilon)
+                return REFERENCE_LAYER_KERNELS.fused_add_rms_norm(
+                    x, residual, weight, self.variance_epsilon
+                )
             return self.forward_native(x, residual)
         # vLLM keeps the ones-weight of RMSNorm(has_weight=False) as a plain CPU tensor,
         # not moved with the model: the fused op needs its gamma on x's device.
@@ -84,8 +101,12 @@ class NPURotaryEmbedding(RotaryEmbedding):
         self, positions: Tensor, query: Tensor, key: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None]:
         if not self._fused:
-            return self.forward_native(positions, query, key)
-        return ASCEND_LAYER_KERNELS.rotary_embedding_neox(
+            if not self.is_neox_style or torch.compiler.is_compiling():
+                return self.forward_native(positions, query, key)
+            kernels = REFERENCE_LAYER_KERNELS  # native's arithmetic, half the ops
+        else:
+            kernels = ASCEND_LAYER_KERNELS
+        return kernels.rotary_embedding_neox(
             positions,
             query,
             key,

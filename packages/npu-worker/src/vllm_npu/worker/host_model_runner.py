@@ -1,12 +1,15 @@
 """The model runner of the host backend: vLLM's CPU runner, with seeded sampling kept
-across chunked prefills."""
+across chunked prefills and linear layers on prepacked oneDNN weights."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from vllm.v1.worker.cpu_model_runner import CPUModelRunner
 
 from vllm_npu.worker._compat import TritonReplacements
 from vllm_npu.worker._seeded_sampling import CPUGeneratorRewind
+from vllm_npu.worker.packed_linear import pack_linear_layers
 
 
 class HostModelRunner(CPUGeneratorRewind, TritonReplacements, CPUModelRunner):
@@ -15,5 +18,10 @@ class HostModelRunner(CPUGeneratorRewind, TritonReplacements, CPUModelRunner):
     ``CPUModelRunner`` needs no compiled ``vllm._C`` op; the attention backend,
     the slot-mapping kernel and the layers it runs are ours or portable PyTorch.
     Seeded requests keep their CPU generators through a chunked prefill
-    (``CPUGeneratorRewind``).
+    (``CPUGeneratorRewind``). Linear layers compute on weights packed for oneDNN
+    once loaded, as vLLM's CPU backend does (``vllm_npu.worker.packed_linear``).
     """
+
+    def load_model(self, *args: Any, **kwargs: Any) -> None:
+        super().load_model(*args, **kwargs)
+        pack_linear_layers(self.model)
