@@ -13,6 +13,7 @@ turns it off.
 
 from __future__ import annotations
 
+import itertools
 import os
 import weakref
 from typing import Any
@@ -36,10 +37,7 @@ _LAYERS: dict[str, weakref.ReferenceType[nn.Module]] = {}
 """Layer of each key, which holds the packed weight (freed with the layer)."""
 
 
-def _linear(x: Tensor, weight: Tensor, bias: Tensor | None, key: str) -> Tensor:
-    owner = _LAYERS.get(key)
-    layer = owner() if owner is not None else None
-    packed = getattr(layer, _PACKED_ATTR, None)
+def _linear(x: Tensor, weight: Tensor, bias: Tensor | None, packed: Tensor | None) -> Tensor:
     if packed is None:
         return F.linear(x, weight, bias)
     flat = x.reshape(-1, x.shape[-1])
@@ -52,7 +50,9 @@ def packed_linear(x: Tensor, weight: Tensor, bias: Tensor | None, key: str) -> T
     """``F.linear(x, weight, bias)``, on the packed copy of ``weight`` that layer ``key``
     holds; on ``weight`` itself where no live layer of that name has one (a graph
     compiled in a process that packed, run in one that does not)."""
-    return _linear(x, weight, bias, key)
+    owner = _LAYERS.get(key)
+    layer = owner() if owner is not None else None
+    return _linear(x, weight, bias, getattr(layer, _PACKED_ATTR, None))
 
 
 @packed_linear.register_fake
@@ -71,7 +71,8 @@ class PackedLinearMethod:
     def apply(self, layer: nn.Module, x: Tensor, bias: Tensor | None = None) -> Tensor:
         if torch.compiler.is_compiling():
             return torch.ops.vllm_npu.packed_linear(x, layer.weight, bias, self.key)
-        return _linear(x, layer.weight, bias, self.key)  # without the op's dispatch
+        # Eager: the layer at hand holds the packed weight; no op dispatch, no lookup.
+        return _linear(x, layer.weight, bias, getattr(layer, _PACKED_ATTR))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.__dict__["method"], name)
@@ -118,7 +119,7 @@ def pack_linear_layers(model: nn.Module) -> int:
         if not _packable(module):
             continue
         key = name
-        for suffix in range(1, 1 << 16):  # another live model has a layer of this name
+        for suffix in itertools.count(1):  # another live model has a layer of this name
             owner = _LAYERS.get(key)
             if owner is None or owner() is None or owner() is module:
                 break

@@ -13,6 +13,7 @@ layers.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,7 +103,9 @@ by the metadata builder and shared by its layers), which each entry keeps alive.
 _MAX_PLANS = 16
 
 
-def _split(context_lens: list[int], row_elements: int, max_reqs: Any) -> list[tuple[int, int]]:
+def _split(
+    context_lens: list[int], row_elements: int, max_reqs: Callable[[int], int]
+) -> list[tuple[int, int]]:
     """Requests sorted by descending context length, cut into groups: ``(start, end)``
     ranges of that order. A cut before request ``j`` spares each request from ``j`` on
     the padding to its group's longest context; it is made where that outweighs
@@ -137,9 +140,9 @@ def decode_plan(
     read in order, in groups of as many as ``budget_bytes`` allows, each padded to the
     batch's longest context (``max_seq_len``, or the window)."""
     num_kv_heads, block_size, dim = kv_cache.shape[1], kv_cache.shape[2], kv_cache.shape[3]
-    by_head_row = _head_view(kv_cache) is not None
     # Not the index tensors' addresses: paged_attention converts them to int64 anew in
-    # each call. The step's HostLengths (kept alive by its entry) names the step.
+    # each call. The step's HostLengths (kept alive by its entry) names the step; the
+    # cache's strides name its layout (which decides ``by_head_row``).
     key = (
         id(host_lengths),
         tuple(block_table.shape),
@@ -147,7 +150,7 @@ def decode_plan(
         num_kv_heads,
         dim,
         num_heads,
-        by_head_row,
+        kv_cache.stride(),
         max_seq_len,
         sliding_window,
         budget_bytes,
@@ -157,6 +160,7 @@ def decode_plan(
         if cached is not None and cached[0] is host_lengths:
             _PLANS.move_to_end(key)
             return cached[1]
+    by_head_row = _head_view(kv_cache) is not None
 
     def max_reqs(context_len: int) -> int:
         # float32 gathered K|V, then scores and probabilities.
