@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from vllm_npu.platform import _kernels
 from vllm_npu.platform._kernels import compute_slot_mapping
 
 
@@ -26,8 +27,13 @@ def naive_slot_mapping(query_start_loc, positions, block_table, block_size, worl
     return slots
 
 
+@pytest.mark.parametrize("in_numpy", [True, False], ids=["host-numpy", "device-torch"])
 @pytest.mark.parametrize(("world", "rank", "interleave"), [(1, 0, 1), (2, 1, 1), (2, 0, 4)])
-def test_matches_the_triton_kernel_semantics(world: int, rank: int, interleave: int) -> None:
+def test_matches_the_triton_kernel_semantics(
+    world: int, rank: int, interleave: int, in_numpy: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Host tensors take the NumPy path; the PyTorch one (a device's) is forced here.
+    monkeypatch.setattr(_kernels, "_on_host", lambda *tensors: in_numpy)
     block_size, stride = 4, 6
     query_lens = [3, 1, 5]
     context = [0, 7, 9]

@@ -85,6 +85,20 @@ def test_reference_ops_are_vllms_native_layers() -> None:
             torch.testing.assert_close(ours, theirs)
 
 
+def test_reference_rotary_factors_follow_their_cache() -> None:
+    # The factors laid out per cache are laid out again once the cache is written to.
+    cache = torch.randn(64, 16)
+    positions = torch.randint(0, 64, (5,))
+    query, key = torch.randn(5, 2 * 16), torch.randn(5, 16)
+    before = REFERENCE.rotary_embedding_neox(positions, query, key, cache, 16, 16)
+    cache.mul_(0.5)
+    after = REFERENCE.rotary_embedding_neox(positions, query, key, cache, 16, 16)
+    fresh = REFERENCE.rotary_embedding_neox(positions, query, key, cache.clone(), 16, 16)
+    for ours, theirs in zip(after, fresh, strict=True):
+        assert torch.equal(ours, theirs)
+    assert not torch.equal(before[0], after[0])
+
+
 @pytest.mark.usefixtures("standin")
 def test_ascend_ops_compute_the_reference() -> None:
     dtype = torch.float16

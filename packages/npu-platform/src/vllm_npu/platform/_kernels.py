@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
 
 
@@ -23,24 +26,36 @@ def compute_slot_mapping(
     """Slot of every scheduled token: block_table[req, pos // bs] * bs + pos % bs.
 
     Mirrors ``vllm.v1.worker.block_table.ComputeSlotMappingKernel.kernel``,
-    including context-parallel sharding, and pads the tail with ``PAD_ID``.
+    including context-parallel sharding, and pads the tail with ``PAD_ID``. On host
+    tensors it computes in NumPy on their memory (a tenth of the per-op cost of
+    PyTorch's dispatch, which is most of this kernel's time at decode sizes).
     """
-    num_reqs = query_start_loc_ptr.numel() - 1
-    query_start_loc = query_start_loc_ptr.to(torch.int64)
-    token_counts = query_start_loc[1:] - query_start_loc[:-1]
+    on_host = _on_host(query_start_loc_ptr, positions_ptr, block_table_ptr, slot_mapping_ptr)
+    def as_int64(values: Any) -> Any:
+        return values.astype(np.int64) if on_host else values.to(torch.int64)
+
+    query_start_loc = as_int64(query_start_loc_ptr.numpy() if on_host else query_start_loc_ptr)
+    num_reqs = query_start_loc.shape[0] - 1
     total = int(query_start_loc[-1]) if num_reqs > 0 else 0
-    req_of_token = torch.repeat_interleave(
-        torch.arange(num_reqs, device=positions_ptr.device), token_counts
-    )
-    positions = positions_ptr[:total].to(torch.int64)
+    token_counts = query_start_loc[1:] - query_start_loc[:-1]
+    if on_host:
+        req_of_token: Any = np.repeat(np.arange(num_reqs), token_counts)
+        positions: Any = as_int64(positions_ptr.numpy()[:total])
+        flat_block_table: Any = block_table_ptr.numpy().reshape(-1)
+        slot_mapping: Any = slot_mapping_ptr.numpy()
+    else:
+        req_of_token = torch.repeat_interleave(
+            torch.arange(num_reqs, device=positions_ptr.device), token_counts
+        )
+        positions = as_int64(positions_ptr[:total])
+        flat_block_table = block_table_ptr.reshape(-1)
+        slot_mapping = slot_mapping_ptr
 
     virtual_block_size = KV_CACHE_BLOCK_SIZE * TOTAL_CP_WORLD_SIZE
-    virtual_block_index = positions // virtual_block_size
     virtual_offset = positions % virtual_block_size
-    flat_block_table = block_table_ptr.reshape(-1)
-    block_numbers = flat_block_table[
-        req_of_token * block_table_stride + virtual_block_index
-    ].to(torch.int64)
+    block_numbers = as_int64(
+        flat_block_table[req_of_token * block_table_stride + positions // virtual_block_size]
+    )
     if TOTAL_CP_WORLD_SIZE == 1:  # every token's KV is local: no sharding ops per step
         slots = block_numbers * KV_CACHE_BLOCK_SIZE + virtual_offset
     else:
@@ -51,6 +66,10 @@ def compute_slot_mapping(
             virtual_offset // (TOTAL_CP_WORLD_SIZE * CP_KV_CACHE_INTERLEAVE_SIZE)
         ) * CP_KV_CACHE_INTERLEAVE_SIZE + virtual_offset % CP_KV_CACHE_INTERLEAVE_SIZE
         slots = block_numbers * KV_CACHE_BLOCK_SIZE + local_offset
-        slots = torch.where(is_local, slots, torch.full_like(slots, PAD_ID))
-    slot_mapping_ptr[:total] = slots.to(slot_mapping_ptr.dtype)
-    slot_mapping_ptr[num_tokens:max_num_tokens] = PAD_ID
+        slots = slots * is_local + PAD_ID * ~is_local
+    slot_mapping[:total] = slots
+    slot_mapping[num_tokens:max_num_tokens] = PAD_ID
+
+
+def _on_host(*tensors: torch.Tensor) -> bool:
+    return all(tensor.device.type == "cpu" for tensor in tensors)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -110,14 +111,15 @@ def _split(
     ranges of that order. A cut before request ``j`` spares each request from ``j`` on
     the padding to its group's longest context; it is made where that outweighs
     ``GROUP_OVERHEAD_ELEMENTS``, or where the group would exceed ``max_reqs(length)``."""
-    bounds, start = [], 0
-    for j in range(1, len(context_lens)):
-        longest = context_lens[start]
-        spared = (len(context_lens) - j) * (longest - context_lens[j]) * row_elements
-        if spared > GROUP_OVERHEAD_ELEMENTS or j - start >= max_reqs(longest):
+    bounds, start, num_reqs = [], 0, len(context_lens)
+    longest, limit = context_lens[0], max_reqs(context_lens[0])
+    for j in range(1, num_reqs):
+        spared = (num_reqs - j) * (longest - context_lens[j]) * row_elements
+        if spared > GROUP_OVERHEAD_ELEMENTS or j - start >= limit:
             bounds.append((start, j))
-            start = j
-    bounds.append((start, len(context_lens)))
+            start, longest = j, context_lens[j]
+            limit = max_reqs(longest)
+    bounds.append((start, num_reqs))
     return bounds
 
 
@@ -167,46 +169,51 @@ def decode_plan(
         per_request = 4 * context_len * (num_kv_heads * dim + 2 * num_heads)
         return max(1, budget_bytes // per_request)
 
+    # The index work is NumPy's, on the host: a step's few dozen small array ops cost
+    # a tenth of what PyTorch's dispatch does.
     window = sliding_window or max_seq_len
     num_reqs = seq_lens.shape[0]
-    device = kv_cache.device
     if host_lengths is not None:
-        context_lens = [min(length, window) for length in host_lengths.seq_lens]
-        order = sorted(range(num_reqs), key=lambda i: -context_lens[i])
-        sorted_lens = [context_lens[i] for i in order]
-        bounds = _split(sorted_lens, num_kv_heads * dim, max_reqs)
-        lengths = [max(sorted_lens[start], 1) for start, _ in bounds]
-        order_tensor = torch.tensor(order, device=device)
+        lengths_np = np.asarray(host_lengths.seq_lens, dtype=np.int64)
+        query_rows_np = np.asarray(host_lengths.query_start_loc[:-1], dtype=np.int64)
+        context_lens = np.minimum(lengths_np, window)
+        order = np.argsort(-context_lens, kind="stable")
+        bounds = _split(context_lens[order].tolist(), num_kv_heads * dim, max_reqs)
+        lengths = [max(int(context_lens[order[start]]), 1) for start, _ in bounds]
     else:
+        lengths_np = _host_array(seq_lens)
+        query_rows_np = _host_array(query_rows)
+        order = np.arange(num_reqs)
         context_len = min(max_seq_len, window)
         step = max_reqs(context_len)
         bounds = [(start, min(start + step, num_reqs)) for start in range(0, num_reqs, step)]
         lengths = [context_len] * len(bounds)
-        order_tensor = torch.arange(num_reqs, device=device)
     # Every request's index and mask at the longest context, then each group's part.
-    index, visible = _indices(
-        block_table.to(device=device, dtype=torch.long).index_select(0, order_tensor),
-        seq_lens.to(device=device, dtype=torch.long).index_select(0, order_tensor),
+    index, mask = _indices(
+        _host_array(block_table)[order],
+        lengths_np[order],
         context_len=lengths[0],
         block_size=block_size,
-        num_kv_heads=num_kv_heads if by_head_row else None,
+        num_kv_heads=num_kv_heads,
+        by_head_row=by_head_row,
         sliding_window=sliding_window,
     )
-    mask = torch.zeros(visible.shape, dtype=torch.float32, device=device)
-    mask = mask.masked_fill_(~visible, float("-inf"))[:, None, None, :]
+    device = kv_cache.device
+
+    def part(array: np.ndarray, start: int, end: int, context_len: int) -> Tensor:
+        return torch.from_numpy(array[start:end, ..., :context_len].copy()).to(device)
+
     groups = tuple(
         _Group(
             first=start,
             num_reqs=end - start,
-            index=index[start:end, ..., :context_len].flatten(),
-            mask=mask[start:end, ..., :context_len]
-            .expand(-1, num_kv_heads, 1, -1)
-            .reshape(-1, 1, context_len),
+            index=part(index, start, end, context_len).flatten(),
+            mask=part(mask, start, end, context_len).view(-1, 1, context_len),
         )
         for (start, end), context_len in zip(bounds, lengths, strict=True)
     )
     plan = _DecodePlan(
-        order=query_rows.to(device=device, dtype=torch.long).index_select(0, order_tensor),
+        order=torch.from_numpy(query_rows_np[order]).to(device),
         groups=groups,
         by_head_row=by_head_row,
     )
@@ -217,30 +224,45 @@ def decode_plan(
     return plan
 
 
+def _host_array(tensor: Tensor) -> np.ndarray:
+    """``tensor``'s values as an int64 NumPy array on the host."""
+    return tensor.detach().cpu().numpy().astype(np.int64)
+
+
 def _indices(
-    block_table: Tensor,
-    seq_lens: Tensor,
+    block_table: np.ndarray,
+    seq_lens: np.ndarray,
     *,
     context_len: int,
     block_size: int,
-    num_kv_heads: int | None,
+    num_kv_heads: int,
+    by_head_row: bool,
     sliding_window: int | None,
-) -> tuple[Tensor, Tensor]:
+) -> tuple[np.ndarray, np.ndarray]:
     """What to gather for each request's first ``context_len`` context positions (see
-    ``_Group.index``: ``[reqs, kv_heads, context]`` head-view rows when
-    ``num_kv_heads`` is given, else ``[reqs, context]`` slots) and which it sees."""
+    ``_Group.index``: ``[reqs, kv_heads, context]`` head-view rows if ``by_head_row``,
+    else ``[reqs, context]`` slots) and its mask, ``[reqs, kv_heads, 1, context]``."""
     # A query sees the last ``sliding_window`` positions of its context (or all).
     last = (seq_lens - 1)[:, None]
-    positions = torch.arange(context_len, device=seq_lens.device)
-    if sliding_window is not None:
-        positions = positions + (last - sliding_window + 1).clamp(min=0)
-    visible = positions <= last
-    read = torch.where(visible, positions, last.clamp(min=0))
-    slots = block_table.gather(1, read // block_size) * block_size + read % block_size
-    if num_kv_heads is None:
-        return slots, visible
-    head = torch.arange(num_kv_heads, device=slots.device)[None, :, None]
-    return slots[:, None, :] * num_kv_heads + head, visible
+    positions = np.arange(context_len)[None, :]
+    if sliding_window is None:
+        # Positions 0.. in order: each block's slots in a row, no lookup per position.
+        num_blocks = -(-context_len // block_size)
+        slots = block_table[:, :num_blocks, None] * block_size + np.arange(block_size)
+        slots = slots.reshape(slots.shape[0], -1)[:, :context_len]
+        visible = positions <= last
+        last_slots = slots[np.arange(slots.shape[0]), np.maximum(last[:, 0], 0)]
+        slots = np.where(visible, slots, last_slots[:, None])
+    else:
+        positions = positions + np.maximum(last - sliding_window + 1, 0)
+        visible = positions <= last
+        read = np.where(visible, positions, np.maximum(last, 0))
+        slots = np.take_along_axis(block_table, read // block_size, axis=1) * block_size
+        slots += read % block_size
+    if by_head_row:
+        slots = slots[:, None, :] * num_kv_heads + np.arange(num_kv_heads)[None, :, None]
+    mask = np.where(visible, np.float32(0.0), np.float32("-inf"))[:, None, None, :]
+    return slots, np.broadcast_to(mask, (mask.shape[0], num_kv_heads, 1, context_len))
 
 
 def decode(

@@ -55,22 +55,49 @@ def rotary_embedding_neox(
 
     With halves ``x1, x2`` of the rotated channels: ``(x1 cos - x2 sin, x2 cos + x1 sin)``,
     computed as ``x * (cos, cos) + (x2, x1) * (-sin, sin)``: the same products and sums,
-    so the same bits as vLLM's native code, in half the ops.
+    so the same bits as vLLM's native code, in half the ops: the factors of every
+    position are laid out that way once per cache (``_neox_factors``).
     """
     positions = positions.flatten()
-    cos, sin = cos_sin_cache.index_select(0, positions).chunk(2, dim=-1)
-    cos = torch.cat((cos, cos), dim=-1).unsqueeze(1)
-    sin = torch.cat((-sin, sin), dim=-1).unsqueeze(1)
+    num_tokens = positions.shape[0]
+    factors = _neox_factors(cos_sin_cache).index_select(0, positions)
+    cos, sin = factors[:, None, 0], factors[:, None, 1]
 
-    def apply(x: Tensor) -> Tensor:
-        heads = x.reshape(positions.shape[0], -1, head_size)
+    def rotate(x: Tensor) -> Tensor:
+        heads = x.reshape(num_tokens, -1, head_size)
         rotated = heads[..., :rotary_dim]
         turned = (rotated * cos).add_(torch.roll(rotated, rotary_dim // 2, dims=-1) * sin)
         if rotary_dim < head_size:
             turned = torch.cat((turned, heads[..., rotary_dim:]), dim=-1)
-        return turned.reshape(x.shape)
+        return turned
 
-    return apply(query), None if key is None else apply(key)
+    return rotate(query).reshape(query.shape), (
+        None if key is None else rotate(key).reshape(key.shape)
+    )
+
+
+_FACTORS: dict[int, tuple[Tensor, int, Tensor]] = {}
+"""Per cos/sin cache (by id; the entry keeps it alive and names its version): its
+factors as ``_neox_factors`` returns them."""
+_MAX_FACTORS = 8
+
+
+def _neox_factors(cos_sin_cache: Tensor) -> Tensor:
+    """``[max_position, 2, rotary_dim]``: ``(cos, cos)`` and ``(-sin, sin)`` of each
+    position, computed once per cache (and again if it is written to)."""
+    cached = _FACTORS.get(id(cos_sin_cache))
+    if (
+        cached is not None
+        and cached[0] is cos_sin_cache
+        and cached[1] == cos_sin_cache._version
+    ):
+        return cached[2]
+    cos, sin = cos_sin_cache.chunk(2, dim=-1)
+    factors = torch.stack((torch.cat((cos, cos), -1), torch.cat((-sin, sin), -1)), dim=1)
+    if len(_FACTORS) >= _MAX_FACTORS:
+        _FACTORS.pop(next(iter(_FACTORS)))
+    _FACTORS[id(cos_sin_cache)] = (cos_sin_cache, cos_sin_cache._version, factors)
+    return factors
 
 
 class ReferenceLayerKernels:
