@@ -169,8 +169,8 @@ def decode_plan(
         per_request = 4 * context_len * (num_kv_heads * dim + 2 * num_heads)
         return max(1, budget_bytes // per_request)
 
-    # The index work is NumPy's, on the host: a step's few dozen small array ops cost
-    # a tenth of what PyTorch's dispatch does.
+    # The index work is NumPy's, on the host: its small array ops cost less per call
+    # than PyTorch's dispatch (plan of a 32-request step: 190 -> 146 us).
     window = sliding_window or max_seq_len
     num_reqs = seq_lens.shape[0]
     if host_lengths is not None:

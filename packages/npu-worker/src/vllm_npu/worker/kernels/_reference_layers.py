@@ -63,17 +63,15 @@ def rotary_embedding_neox(
     factors = _neox_factors(cos_sin_cache).index_select(0, positions)
     cos, sin = factors[:, None, 0], factors[:, None, 1]
 
-    def rotate(x: Tensor) -> Tensor:
+    def apply(x: Tensor) -> Tensor:
         heads = x.reshape(num_tokens, -1, head_size)
         rotated = heads[..., :rotary_dim]
         turned = (rotated * cos).add_(torch.roll(rotated, rotary_dim // 2, dims=-1) * sin)
         if rotary_dim < head_size:
             turned = torch.cat((turned, heads[..., rotary_dim:]), dim=-1)
-        return turned
+        return turned.reshape(x.shape)
 
-    return rotate(query).reshape(query.shape), (
-        None if key is None else rotate(key).reshape(key.shape)
-    )
+    return apply(query), None if key is None else apply(key)
 
 
 _FACTORS: dict[int, tuple[Tensor, int, Tensor]] = {}
