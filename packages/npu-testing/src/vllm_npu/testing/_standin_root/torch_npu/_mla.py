@@ -20,7 +20,7 @@ from itertools import pairwise
 import torch
 from torch import Tensor
 
-from torch_npu._attention import (
+from torch_npu._attention_checks import (
     CAUSAL_MASK_SIZE,
     _check_causal_mask,
     _check_contiguous,
