@@ -12,11 +12,10 @@ median of ``--repeats`` timings):
 - ``math only``: the same products, softmax and weighted sum (``baddbmm``,
   ``softmax``, ``bmm``) on contexts already gathered into contiguous tensors, the
   requests sorted by length and cut into groups (a new group where a length falls
-  below 3/4 of its group's longest), each padded to its longest: no cache reads, no
-  index work, no more than a third of padding. A lower bound of what this formulation of decode
-  attention costs in PyTorch ops.
+  below 3/4 of its group's longest), each padded to its longest (at most a quarter
+  of a context is padding): no cache reads, no index work. A lower bound of what
+  this formulation of decode attention costs in PyTorch ops.
 - ``math only, SDPA``: the same with ``scaled_dot_product_attention`` per group.
-
 - ``vLLM CPU kernel`` (with ``--theirs-python``): vLLM's CPU backend's one C++ call
   per layer, ``cpu_attention_with_kv_cache``, on the same steps
   (``_cpu_decode_attention.py``, run under that environment's Python).
@@ -141,7 +140,7 @@ def math_only_steps(
     steps = []
     for step in range(STEPS):
         groups = []
-        for lengths in _length_groups([length + step + 1 for length in prompts]):
+        for lengths in _length_groups(step_seq_lens(prompts, step).tolist()):
             reqs, longest = len(lengths), lengths[0]
             visible = torch.arange(longest)[None, :] < torch.tensor(lengths)[:, None]
             mask = torch.zeros(reqs, longest).masked_fill_(~visible, float("-inf"))
