@@ -11,12 +11,10 @@ once per step as vLLM's metadata builder does.
 from __future__ import annotations
 
 import json
-import statistics
 import sys
-import time
 
 import torch
-from _decode_steps import paged_block_table, step_seq_lens
+from _decode_steps import paged_block_table, step_seq_lens, timed
 from vllm import _custom_ops as ops
 from vllm.v1.attention.backends.cpu_attn import _get_attn_isa
 
@@ -75,13 +73,8 @@ def main() -> None:
                     s_aux=None,
                 )
 
-    run()
-    times = []
-    for _ in range(spec["repeats"]):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    print(json.dumps({"min": min(times), "median": statistics.median(times)}))
+    low, mid = timed(run, spec["repeats"])
+    print(json.dumps({"min": low, "median": mid}))
 
 
 if __name__ == "__main__":

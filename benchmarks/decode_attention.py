@@ -30,11 +30,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,44 +40,37 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from _decode_steps import paged_block_table, step_seq_lens  # noqa: E402
+from _decode_steps import paged_block_table, step_seq_lens, timed  # noqa: E402
+from side_by_side import MODELS, make_prompts  # noqa: E402
 
 from vllm_npu.attention.kernels import HostLengths, get_kernels  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
-SHAPES = {
-    # name: (query heads, KV heads, head size, layers), as side_by_side.py's models
-    "tiny-llama": (4, 2, 32, 2),
-    "medium-llama": (8, 2, 64, 4),
-}
+DEFAULT_MODELS = ("tiny-llama", "medium-llama")
 BLOCK_SIZE = 16
 STEPS = 64
-GROUP_CUT = 0.6
+GROUP_CUT = 0.75
+
+
+def attention_shape(name: str) -> tuple[int, int, int, int]:
+    """Query heads, KV heads, head size and layers of side_by_side.py's model ``name``."""
+    from vllm_npu.testing import TinyModelSpec
+
+    spec = TinyModelSpec(**MODELS[name])
+    return spec.num_heads, spec.num_kv_heads, spec.head_dim, spec.num_layers
 
 
 def prompt_lengths(count: int) -> list[int]:
     """Token counts of side_by_side.py's prompts under the tiny models' tokenizer."""
     from transformers import AutoTokenizer
 
-    from vllm_npu.testing import DEFAULT_PROMPTS, TinyModelSpec, build_tiny_model
+    from vllm_npu.testing import TinyModelSpec, build_tiny_model
 
-    prompts = [f"{DEFAULT_PROMPTS[i % len(DEFAULT_PROMPTS)]} ({i})" for i in range(count)]
     with tempfile.TemporaryDirectory() as root:
         path = build_tiny_model(Path(root) / "tiny", TinyModelSpec(arch="llama"))
         tokenizer = AutoTokenizer.from_pretrained(path)
-        return [len(tokenizer(prompt).input_ids) for prompt in prompts]
-
-
-def timed(run: Callable[[], None], repeats: int) -> tuple[float, float]:
-    """Min and median seconds of ``run`` over ``repeats`` timings, after one warm-up."""
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times), statistics.median(times)
+        return [len(tokenizer(prompt).input_ids) for prompt in make_prompts(count)]
 
 
 def reference_steps(shape: tuple[int, int, int, int], prompts: list[int]) -> Callable[[], None]:
@@ -195,7 +186,7 @@ def theirs_seconds(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", choices=sorted(SHAPES), default=sorted(SHAPES))
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(DEFAULT_MODELS))
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument(
@@ -216,7 +207,7 @@ def main() -> None:
         columns.append("vLLM CPU kernel")
     print(f"{'model':<14}" + "".join(f"{column:>20}" for column in columns))
     for name in args.models:
-        shape = SHAPES[name]
+        shape = attention_shape(name)
         per_layer = STEPS * shape[3] / 1e6
         timings = [
             timed(run, args.repeats)
